@@ -1,0 +1,97 @@
+"""A student called functionally: parameters, momentum and buffers are explicit
+tensors, so a stretch of its training can be replayed and differentiated.
+
+The update is exactly torch.optim.SGD's (dampening 0, no Nesterov):
+    g = grad L(w) + weight_decay * w;   v <- momentum * v + g;   w <- w - lr * v
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+
+@dataclass(frozen=True)
+class SGDConfig:
+    lr: float
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"student learning rate must be a positive number, got {self.lr}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"weight decay must be >= 0, got {self.weight_decay}")
+
+    @classmethod
+    def from_optimizer(cls, optimizer: torch.optim.Optimizer) -> "SGDConfig":
+        """Read lr, momentum and weight decay from a live torch.optim.SGD."""
+        if not isinstance(optimizer, torch.optim.SGD) or len(optimizer.param_groups) != 1:
+            raise ValueError("hypergradients need a torch.optim.SGD student optimizer with one parameter group")
+        group = optimizer.param_groups[0]
+        if group.get("nesterov") or group.get("dampening", 0) != 0:
+            raise ValueError("hypergradients support SGD without Nesterov and with dampening 0")
+        return cls(float(group["lr"]), float(group["momentum"]), float(group["weight_decay"]))
+
+
+@dataclass
+class StudentSnapshot:
+    """w_t, v_t and the module's buffers (BatchNorm statistics, frozen weights)."""
+
+    params: tuple[Tensor, ...]
+    velocity: tuple[Tensor, ...]
+    buffers: dict[str, Tensor]
+
+    def detached(self) -> "StudentSnapshot":
+        return StudentSnapshot(
+            tuple(p.detach().clone() for p in self.params),
+            tuple(v.detach().clone() for v in self.velocity),
+            {k: b.detach().clone() for k, b in self.buffers.items()},
+        )
+
+
+class FunctionalStudent:
+    """Wraps any nn.Module; its trainable parameters become explicit arguments."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        self.param_names = tuple(n for n, p in module.named_parameters() if p.requires_grad)
+        self._frozen_names = tuple(n for n, p in module.named_parameters() if not p.requires_grad)
+
+    def snapshot(self, optimizer: torch.optim.Optimizer | None = None) -> StudentSnapshot:
+        """Current weights, SGD momentum buffers (zeros before the first step) and buffers."""
+        named = dict(self.module.named_parameters())
+        params = tuple(named[n].detach().clone() for n in self.param_names)
+        velocity = []
+        for name, p in zip(self.param_names, params):
+            buf = optimizer.state.get(named[name], {}).get("momentum_buffer") if optimizer is not None else None
+            velocity.append(torch.zeros_like(p) if buf is None else buf.detach().clone())
+        buffers = {n: b.detach().clone() for n, b in self.module.named_buffers()}
+        buffers.update({n: named[n].detach().clone() for n in self._frozen_names})
+        return StudentSnapshot(params, tuple(velocity), buffers)
+
+    @torch.no_grad()
+    def load(self, snapshot: StudentSnapshot, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Write a snapshot back into the module (and the optimizer's momentum buffers)."""
+        named = dict(self.module.named_parameters())
+        for name, value, velocity in zip(self.param_names, snapshot.params, snapshot.velocity):
+            named[name].copy_(value)
+            if optimizer is not None:
+                optimizer.state[named[name]]["momentum_buffer"] = velocity.detach().clone()
+        module_buffers = dict(self.module.named_buffers())
+        for name, value in snapshot.buffers.items():
+            (module_buffers[name] if name in module_buffers else named[name]).copy_(value)
+
+    def logits(self, params: tuple[Tensor, ...], buffers: dict[str, Tensor], inputs: Tensor, train: bool) -> Tensor:
+        """Forward pass with explicit tensors; BatchNorm updates `buffers` in place when train=True."""
+        was_training = self.module.training
+        self.module.train(train)
+        try:
+            return functional_call(self.module, {**buffers, **dict(zip(self.param_names, params))}, (inputs,))
+        finally:
+            self.module.train(was_training)

@@ -1,0 +1,296 @@
+"""Hypergradients: d M(w_T) / d theta through T student SGD steps.
+
+One stretch of student training under a teacher is an `Unroll`.  Three engines
+compute the same exact gradient:
+
+- "unrolled":     naive autograd through the whole trajectory (create_graph at
+                  every step).  Memory grows with T and the graph; the reference.
+- "stored":       reverse-mode differentiation (Maclaurin et al. 2015) with
+                  every (w_t, v_t) stored: one Hessian-vector product per step.
+- "checkpointed": the same reverse pass with a fixed number of snapshots placed
+                  by binomial checkpointing (Griewank's revolve): memory does not
+                  grow with T, at the price of recomputing forward steps.
+
+Reverse step t, with (dw, dv) the adjoints of (w_{t+1}, v_{t+1}):
+    dv' = dv - lr * dw
+    s   = <dv', g(w_t, phi_t(theta))>,  g = grad L_phi(w_t; B_t) + wd * w_t
+    dtheta += ds/dtheta;  dw <- dw + ds/dw;  dv <- momentum * dv'
+
+State features are data: the teacher's gradient comes only from M.
+BatchNorm running statistics are constants in the derivative (as in PyTorch,
+where their update is not differentiable); the dev objective uses eval mode.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .dev_objectives import DevObjective
+from .functional_student import FunctionalStudent, SGDConfig, StudentSnapshot
+from .loss_structures import LossParams
+from .state_features import StudentState
+from .teacher import Teacher
+
+ENGINES = ("unrolled", "stored", "checkpointed")
+Batch = tuple[Tensor, Tensor]
+
+
+@dataclass
+class Unroll:
+    """T steps of student training under the teacher, then the dev objective.
+
+    batch_at(t) must return the same batch every time it is asked for step t;
+    rng_seed, when set, reseeds the RNG before every step so that dropout masks
+    are replayed exactly during the reverse pass.  `features`, when given,
+    replays recorded state features instead of reading the tracker: the
+    hypergradient is by definition taken with the features held at their
+    values, and this is how finite differences check it.
+    """
+
+    student: FunctionalStudent
+    teacher: Teacher
+    sgd: SGDConfig
+    steps: int
+    batch_at: Callable[[int], Batch]
+    dev_batches: Sequence[Batch]
+    dev_objective: DevObjective
+    tracker: StudentState
+    ignore_index: int | None = None
+    rng_seed: int | None = None
+    features: Sequence[Tensor] | None = None
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"an unroll needs at least 1 step, got {self.steps}")
+        if self.features is not None and len(self.features) != self.steps:
+            raise ValueError(f"{len(self.features)} replayed feature vectors for {self.steps} steps")
+        if len(self.dev_batches) == 0 or sum(int(y.numel()) for _, y in self.dev_batches) == 0:
+            raise ValueError("the dev set for the teacher's objective has no examples")
+
+
+@dataclass
+class HypergradResult:
+    dev_objective: float
+    teacher_grads: tuple[Tensor, ...]
+    final: StudentSnapshot
+    tracker: StudentState
+    features: list[Tensor] = field(repr=False)
+
+    def is_finite(self) -> bool:
+        return math.isfinite(self.dev_objective) and all(bool(torch.isfinite(g).all()) for g in self.teacher_grads)
+
+    def accumulate_into(self, teacher: Teacher) -> None:
+        """Add the hypergradient to teacher.parameters()' .grad (for a torch optimizer)."""
+        for p, g in zip(teacher.parameters(), self.teacher_grads):
+            p.grad = g.detach().clone() if p.grad is None else p.grad + g
+
+
+def hypergradient(unroll: Unroll, start: StudentSnapshot, engine: str = "stored", snapshots: int = 8) -> HypergradResult:
+    """Run the unroll from `start` and return M(w_T) and dM/dtheta."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown hypergradient engine {engine!r}; choose from {ENGINES}")
+    if engine == "unrolled":
+        return _unrolled(unroll, start)
+    if snapshots < 1:
+        raise ValueError(f"checkpointed engine needs at least 1 snapshot, got {snapshots}")
+    return _reverse_mode(unroll, start, store_all=engine == "stored", snapshots=snapshots)
+
+
+@contextlib.contextmanager
+def _step_rng(seed: int | None, step: int, device: torch.device) -> Iterator[None]:
+    if seed is None:
+        yield
+        return
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed + step)
+        yield
+
+
+def _training_gradients(unroll: Unroll, params: tuple[Tensor, ...], buffers: dict[str, Tensor], step: int,
+                        phi: LossParams, create_graph: bool) -> tuple[list[Tensor], Tensor, Tensor]:
+    """g(w_t) = grad L_phi(w_t; B_t) + wd * w_t, and the batch's log-probabilities."""
+    inputs, target = unroll.batch_at(step)
+    with _step_rng(unroll.rng_seed, step, inputs.device):
+        logits = unroll.student.logits(params, buffers, inputs, train=True)
+    lprobs = F.log_softmax(logits, dim=-1)
+    loss = unroll.teacher.loss(lprobs, target, phi, unroll.ignore_index)
+    grads = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True)
+    wd = unroll.sgd.weight_decay
+    grads = [(torch.zeros_like(p) if g is None else g) + wd * p if wd else (torch.zeros_like(p) if g is None else g)
+             for p, g in zip(params, grads)]
+    return grads, lprobs, target
+
+
+def _advance(unroll: Unroll, state: StudentSnapshot, step: int, phi: LossParams,
+             differentiable: bool = False) -> tuple[StudentSnapshot, Tensor, Tensor]:
+    """One SGD step of the student; differentiable=True keeps the graph (naive unrolling)."""
+    params = state.params if differentiable else tuple(p.detach().requires_grad_() for p in state.params)
+    buffers = {k: b.clone() for k, b in state.buffers.items()}
+    grads, lprobs, target = _training_gradients(unroll, params, buffers, step, phi, create_graph=differentiable)
+    sgd = unroll.sgd
+    velocity = tuple(sgd.momentum * v + g for v, g in zip(state.velocity, grads))
+    new_params = tuple(p - sgd.lr * v for p, v in zip(params, velocity))
+    if not differentiable:
+        new_params = tuple(p.detach() for p in new_params)
+        velocity = tuple(v.detach() for v in velocity)
+    return StudentSnapshot(new_params, velocity, buffers), lprobs.detach(), target
+
+
+def _dev_value(unroll: Unroll, params: tuple[Tensor, ...], buffers: dict[str, Tensor]) -> tuple[Tensor, int]:
+    """Sum of the per-example dev objective over all dev batches (eval mode), and the count."""
+    total, count = None, 0
+    for inputs, target in unroll.dev_batches:
+        logits = unroll.student.logits(params, buffers, inputs, train=False)
+        value = unroll.dev_objective(logits, target).sum()
+        total = value if total is None else total + value
+        count += target.numel()
+    return total, count
+
+
+def _features_at(unroll: Unroll, tracker: StudentState, step: int) -> Tensor:
+    """s_t: replayed if the unroll carries recorded features, else read from the tracker."""
+    if unroll.features is not None:
+        return unroll.features[step]
+    p = next(unroll.teacher.parameters())
+    return tracker.features(p.dtype, p.device)
+
+
+def _unrolled(unroll: Unroll, start: StudentSnapshot) -> HypergradResult:
+    tracker = unroll.tracker.copy()
+    state = start.detached()
+    state = StudentSnapshot(tuple(p.requires_grad_() for p in state.params), state.velocity, state.buffers)
+    features = []
+    for step in range(unroll.steps):
+        features.append(_features_at(unroll, tracker, step))
+        state, lprobs, target = _advance(unroll, state, step, unroll.teacher(features[-1]), differentiable=True)
+        tracker.observe_batch(lprobs, target)
+    total, count = _dev_value(unroll, state.params, state.buffers)
+    grads = tuple(_grad_or_zeros(total / count, tuple(unroll.teacher.parameters())))
+    return HypergradResult((total / count).item(), grads, state.detached(), tracker, features)
+
+
+class _Adjoint:
+    """Adjoints (dw, dv) of the current student state and the accumulated dtheta."""
+
+    def __init__(self, dw: list[Tensor], velocity_like: tuple[Tensor, ...], theta: tuple[Tensor, ...]):
+        self.dw = dw
+        self.dv = [torch.zeros_like(v) for v in velocity_like]
+        self.dtheta = [torch.zeros_like(t) for t in theta]
+
+
+def _reverse_step(unroll: Unroll, state: StudentSnapshot, step: int, features: Tensor, adjoint: _Adjoint,
+                  theta: tuple[Tensor, ...]) -> None:
+    """Pull (dw, dv) from step+1 back to step and add this step's share of dtheta."""
+    sgd = unroll.sgd
+    params = tuple(p.detach().requires_grad_() for p in state.params)
+    buffers = {k: b.clone() for k, b in state.buffers.items()}
+    phi = unroll.teacher(features)
+    grads, _, _ = _training_gradients(unroll, params, buffers, step, phi, create_graph=True)
+    dv_total = [dv - sgd.lr * dw for dv, dw in zip(adjoint.dv, adjoint.dw)]
+    inner = sum((g * d).sum() for g, d in zip(grads, dv_total))
+    pulled = torch.autograd.grad(inner, params + theta, allow_unused=True)
+    for i, g in enumerate(pulled[: len(params)]):
+        if g is not None:
+            adjoint.dw[i] = adjoint.dw[i] + g
+    for i, g in enumerate(pulled[len(params):]):
+        if g is not None:
+            adjoint.dtheta[i] = adjoint.dtheta[i] + g
+    adjoint.dv = [sgd.momentum * d for d in dv_total]
+
+
+def _binomial_split(length: int, snapshots: int) -> int:
+    """Where revolve puts the next snapshot in a segment of `length` steps.
+
+    With s snapshots and r recomputations per step one can reverse
+    beta(s, r) = C(s + r, s) steps; the first snapshot goes beta(s, r - 1)
+    steps in, for the least r with beta(s, r) >= length.
+    """
+    repeats = 1
+    while math.comb(snapshots + repeats, snapshots) < length:
+        repeats += 1
+    return min(max(math.comb(snapshots + repeats - 1, snapshots), 1), length - 1)
+
+
+@dataclass
+class _Trajectory:
+    final: StudentSnapshot
+    tracker: StudentState
+    features: list[Tensor]
+    phis: list[LossParams]
+    stored: list[StudentSnapshot | None] | None
+
+
+def _forward(unroll: Unroll, start: StudentSnapshot, store_all: bool) -> _Trajectory:
+    """Run the T steps with phi detached; keep every state if store_all."""
+    tracker = unroll.tracker.copy()
+    features: list[Tensor] = []
+    phis: list[LossParams] = []
+    state = start.detached()
+    stored = [state] if store_all else None
+    for step in range(unroll.steps):
+        features.append(_features_at(unroll, tracker, step))
+        with torch.no_grad():
+            phis.append(unroll.teacher(features[-1]))
+        state, lprobs, target = _advance(unroll, state, step, phis[-1])
+        tracker.observe_batch(lprobs, target)
+        if store_all:
+            stored.append(state)
+    return _Trajectory(state, tracker, features, phis, stored)
+
+
+def run_unroll(unroll: Unroll, start: StudentSnapshot) -> tuple[float, StudentSnapshot, StudentState]:
+    """Forward only: M(w_T), the final student and its tracker (no hypergradient)."""
+    trajectory = _forward(unroll, start, store_all=False)
+    with torch.no_grad():
+        total, count = _dev_value(unroll, trajectory.final.params, dict(trajectory.final.buffers))
+    return (total / count).item(), trajectory.final, trajectory.tracker
+
+
+def _grad_or_zeros(output: Tensor, inputs: tuple[Tensor, ...]) -> list[Tensor]:
+    """d output / d inputs, with zeros where output does not depend on an input."""
+    if not output.requires_grad:
+        return [torch.zeros_like(x) for x in inputs]
+    grads = torch.autograd.grad(output, inputs, allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
+
+
+def _reverse_mode(unroll: Unroll, start: StudentSnapshot, store_all: bool, snapshots: int) -> HypergradResult:
+    theta = tuple(unroll.teacher.parameters())
+    trajectory = _forward(unroll, start, store_all)
+    features, phis, stored, final = trajectory.features, trajectory.phis, trajectory.stored, trajectory.final
+    params = tuple(p.detach().requires_grad_() for p in final.params)
+    total, count = _dev_value(unroll, params, {k: b.clone() for k, b in final.buffers.items()})
+    adjoint = _Adjoint(_grad_or_zeros(total / count, params), final.velocity, theta)
+
+    if store_all:
+        for step in reversed(range(unroll.steps)):
+            _reverse_step(unroll, stored[step], step, features[step], adjoint, theta)
+            stored[step + 1] = None
+    else:
+        def advance_to(state: StudentSnapshot, begin: int, end: int) -> StudentSnapshot:
+            for step in range(begin, end):
+                state, _, _ = _advance(unroll, state, step, phis[step])
+            return state
+
+        def reverse_segment(begin: int, end: int, state: StudentSnapshot, free: int) -> None:
+            if end - begin == 1:
+                _reverse_step(unroll, state, begin, features[begin], adjoint, theta)
+                return
+            if free == 0:
+                for step in reversed(range(begin, end)):
+                    _reverse_step(unroll, advance_to(state, begin, step), step, features[step], adjoint, theta)
+                return
+            middle = begin + _binomial_split(end - begin, free)
+            reverse_segment(middle, end, advance_to(state, begin, middle), free - 1)
+            reverse_segment(begin, middle, state, free)
+
+        reverse_segment(0, unroll.steps, start.detached(), snapshots)
+
+    return HypergradResult((total / count).item(), tuple(adjoint.dtheta), final, trajectory.tracker, features)

@@ -1,0 +1,49 @@
+"""The bilinear loss family L_phi(p, y) handed to the student by the teacher.
+
+    z(p, y) = sum_i W[i, y] log p_i + b[y]
+    squashed (the paper's loss network):   L = -sigmoid(z)
+    unsquashed:                            L = -z      (cross-entropy at W = I, b = 0)
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .loss_structures import LossParams, LossStructure
+
+REDUCTIONS = ("none", "sum", "mean")
+
+
+def dynamic_loss(
+    lprobs: Tensor,
+    target: Tensor,
+    structure: LossStructure,
+    params: LossParams,
+    squash: bool,
+    ignore_index: int | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """Loss of log-probabilities `lprobs` (N x C) against `target` (N,).
+
+    Rows whose target equals `ignore_index` contribute zero and are left out of
+    the mean.  reduction='none' returns the per-example losses (zeros at ignored
+    rows), 'sum' their sum, 'mean' their mean over kept rows.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    lprobs = lprobs.reshape(-1, lprobs.size(-1))
+    target = target.reshape(-1)
+    keep = None
+    if ignore_index is not None:
+        keep = target.ne(ignore_index)
+        target = target.masked_fill(~keep, 0)
+    z = structure.score(lprobs, target, params)
+    losses = -torch.sigmoid(z) if squash else -z
+    if keep is not None:
+        losses = losses.masked_fill(~keep, 0.0)
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return losses.sum()
+    count = keep.sum().clamp(min=1) if keep is not None else losses.new_tensor(losses.numel())
+    return losses.sum() / count

@@ -1,0 +1,125 @@
+"""The student's state s_t that the teacher reads: every feature, in one place.
+
+All features are normalised to roughly [0, 1] and are treated as data (no
+gradient flows through them): the teacher's gradient comes only from the dev
+objective at the end of an unroll.
+
+| index | name             | definition                                                  |
+|-------|------------------|-------------------------------------------------------------|
+| 0     | progress         | step / total_steps, clipped to [0, 1]                       |
+| 1     | train_loss       | EMA of minibatch cross-entropy, divided by log(C), <= 3     |
+| 2     | train_accuracy   | EMA of minibatch accuracy (non-ignored targets)             |
+| 3     | dev_measure      | latest dev measure in [0, 1] (accuracy, or BLEU / 100)      |
+| 4..   | class_accuracy_c | optional: EMA of accuracy on targets of class c, c < C      |
+
+EMAs start at the first observed value (no bias towards zero).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+BASE_FEATURES = ("progress", "train_loss", "train_accuracy", "dev_measure")
+MAX_NORMALISED_LOSS = 3.0
+
+
+class StudentState:
+    """Running statistics of a training student, turned into teacher features."""
+
+    def __init__(self, num_classes: int, total_steps: int, ema_decay: float = 0.9, per_class: bool = False,
+                 ignore_index: int | None = None):
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        self.num_classes = num_classes
+        self.total_steps = total_steps
+        self.ema_decay = ema_decay
+        self.per_class = per_class
+        self.ignore_index = ignore_index
+        self.step = 0
+        self.train_loss: float | None = None
+        self.train_accuracy: float | None = None
+        self.dev_measure = 0.0
+        self.class_accuracy = torch.zeros(num_classes, dtype=torch.float64) if per_class else None
+        self.class_seen = torch.zeros(num_classes, dtype=torch.bool) if per_class else None
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        extra = tuple(f"class_accuracy_{c}" for c in range(self.num_classes)) if self.per_class else ()
+        return BASE_FEATURES + extra
+
+    @property
+    def num_features(self) -> int:
+        return len(self.feature_names)
+
+    def features(self, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Tensor:
+        loss = 1.0 if self.train_loss is None else self.train_loss / math.log(self.num_classes)
+        values = [
+            min(self.step / self.total_steps, 1.0),
+            min(loss, MAX_NORMALISED_LOSS),
+            0.0 if self.train_accuracy is None else self.train_accuracy,
+            self.dev_measure,
+        ]
+        out = torch.tensor(values, dtype=torch.float64)
+        if self.per_class:
+            out = torch.cat([out, self.class_accuracy])
+        return out.to(dtype=dtype, device=device)
+
+    @torch.no_grad()
+    def observe_batch(self, lprobs: Tensor, target: Tensor) -> None:
+        """Record one training step's minibatch (log-probabilities N x C, targets N)."""
+        lprobs = lprobs.detach().reshape(-1, lprobs.size(-1)).double()
+        target = target.reshape(-1)
+        if self.ignore_index is not None:
+            keep = target.ne(self.ignore_index)
+            lprobs, target = lprobs[keep], target[keep]
+        self.step += 1
+        if target.numel() == 0:
+            return
+        correct = lprobs.argmax(-1).eq(target).double()
+        loss = -lprobs.gather(1, target.unsqueeze(1)).mean().item()
+        self.train_loss = self._ema(self.train_loss, loss)
+        self.train_accuracy = self._ema(self.train_accuracy, correct.mean().item())
+        if self.per_class:
+            counts = torch.bincount(target.cpu(), minlength=self.num_classes).double()
+            hits = torch.bincount(target.cpu(), weights=correct.cpu(), minlength=self.num_classes)
+            present = counts > 0
+            batch_acc = hits[present] / counts[present]
+            old = self.class_accuracy[present]
+            seen = self.class_seen[present]
+            self.class_accuracy[present] = torch.where(seen, self.ema_decay * old + (1 - self.ema_decay) * batch_acc, batch_acc)
+            self.class_seen |= present
+
+    def observe_dev(self, measure: float) -> None:
+        """Record the latest dev measure, already scaled to [0, 1]."""
+        if not 0.0 <= measure <= 1.0 or math.isnan(measure):
+            raise ValueError(f"dev measure must be in [0, 1], got {measure}")
+        self.dev_measure = float(measure)
+
+    def _ema(self, old: float | None, new: float) -> float:
+        return new if old is None else self.ema_decay * old + (1 - self.ema_decay) * new
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step, "train_loss": self.train_loss, "train_accuracy": self.train_accuracy,
+            "dev_measure": self.dev_measure,
+            "class_accuracy": None if self.class_accuracy is None else self.class_accuracy.clone(),
+            "class_seen": None if self.class_seen is None else self.class_seen.clone(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = state["step"]
+        self.train_loss = state["train_loss"]
+        self.train_accuracy = state["train_accuracy"]
+        self.dev_measure = state["dev_measure"]
+        if self.per_class:
+            self.class_accuracy = state["class_accuracy"].clone()
+            self.class_seen = state["class_seen"].clone()
+
+    def copy(self) -> "StudentState":
+        twin = StudentState(self.num_classes, self.total_steps, self.ema_decay, self.per_class, self.ignore_index)
+        twin.load_state_dict(self.state_dict())
+        return twin

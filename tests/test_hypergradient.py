@@ -1,0 +1,149 @@
+"""Every engine against float64 finite differences and naive autograd unrolling."""
+import copy
+
+import pytest
+import torch
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from fairseq_l2t.hypergradient import _binomial_split, hypergradient, run_unroll
+from hypergrad_helpers import make_unroll, perturbed_teacher, relative_error, tiny_mlp
+
+ENGINE_CASES = [("stored", 8), ("checkpointed", 1), ("checkpointed", 2), ("checkpointed", 3)]
+
+
+def flat(grads):
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+def finite_difference(unroll, start, eps=1e-6, replay=True):
+    """Central differences of M(theta), one teacher coordinate at a time.
+
+    replay=True holds the state features at their recorded values, as the
+    hypergradient's definition does (features are data, not a gradient path).
+    """
+    if replay:
+        unroll = copy.copy(unroll)
+        unroll.features = hypergradient(unroll, start, "stored").features
+    theta = parameters_to_vector(unroll.teacher.parameters()).detach().clone()
+    out = torch.zeros_like(theta)
+    for i in range(theta.numel()):
+        values = []
+        for sign in (1, -1):
+            shifted = theta.clone()
+            shifted[i] += sign * eps
+            vector_to_parameters(shifted, unroll.teacher.parameters())
+            values.append(run_unroll(unroll, start)[0])
+        out[i] = (values[0] - values[1]) / (2 * eps)
+    vector_to_parameters(theta, unroll.teacher.parameters())
+    return out
+
+
+@pytest.mark.parametrize("structure,squash,objective", [
+    ("dense", False, "cross_entropy"),
+    ("dense", True, "smooth_error"),
+    ("lowrank", False, "expected_error"),
+])
+def test_every_engine_matches_finite_differences_and_naive_unrolling(structure, squash, objective):
+    module = tiny_mlp()
+    unroll = make_unroll(module, perturbed_teacher(structure, squash), steps=6, objective=objective)
+    start = unroll.student.snapshot()
+    reference = flat(hypergradient(unroll, start, "unrolled").teacher_grads)
+    fd = finite_difference(unroll, start)
+    assert reference.abs().max() > 1e-6
+    assert relative_error(reference, fd) < 1e-4
+    for engine, snapshots in ENGINE_CASES:
+        result = hypergradient(unroll, start, engine, snapshots=snapshots)
+        grads = flat(result.teacher_grads)
+        assert relative_error(grads, fd) < 1e-4, engine
+        assert relative_error(grads, reference) < 1e-10, engine
+
+
+def test_engines_agree_on_longer_unrolls_with_few_snapshots():
+    unroll = make_unroll(tiny_mlp(), perturbed_teacher(), steps=23)
+    start = unroll.student.snapshot()
+    stored = hypergradient(unroll, start, "stored")
+    for snapshots in (1, 2, 4):
+        checkpointed = hypergradient(unroll, start, "checkpointed", snapshots=snapshots)
+        assert relative_error(flat(checkpointed.teacher_grads), flat(stored.teacher_grads)) < 1e-10
+        assert checkpointed.dev_objective == stored.dev_objective
+        for a, b in zip(checkpointed.final.params, stored.final.params):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_batchnorm_student_matches_naive_unrolling():
+    unroll = make_unroll(tiny_mlp(norm=True), perturbed_teacher(), steps=5)
+    start = unroll.student.snapshot()
+    reference = flat(hypergradient(unroll, start, "unrolled").teacher_grads)
+    for engine, snapshots in ENGINE_CASES:
+        result = hypergradient(unroll, start, engine, snapshots=snapshots)
+        assert relative_error(flat(result.teacher_grads), reference) < 1e-10
+    # the running statistics moved during the unroll
+    assert not torch.equal(result.final.buffers["1.running_mean"], start.buffers["1.running_mean"])
+
+
+def test_dropout_masks_are_replayed_in_the_reverse_pass():
+    unroll = make_unroll(tiny_mlp(dropout=0.3), perturbed_teacher(), steps=5, rng_seed=7)
+    start = unroll.student.snapshot()
+    reference = flat(hypergradient(unroll, start, "unrolled").teacher_grads)
+    fd = finite_difference(unroll, start)
+    assert relative_error(reference, fd) < 1e-4
+    for engine, snapshots in ENGINE_CASES:
+        assert relative_error(flat(hypergradient(unroll, start, engine, snapshots).teacher_grads), reference) < 1e-10
+
+
+def test_matches_finite_differences_of_the_real_procedure_when_features_do_not_move():
+    """Zero the gate columns of the features that depend on the student's weights:
+    then the true derivative of the whole procedure equals the hypergradient
+    (every path through a moving feature is multiplied by a zero weight)."""
+    teacher = perturbed_teacher()
+    with torch.no_grad():
+        teacher.gate.weight[:, 1:3] = 0  # train_loss, train_accuracy
+    unroll = make_unroll(tiny_mlp(), teacher, steps=6)
+    start = unroll.student.snapshot()
+    fd = finite_difference(unroll, start, replay=False)
+    analytic = flat(hypergradient(unroll, start, "stored").teacher_grads)
+    assert relative_error(analytic, fd) < 1e-4
+
+
+def test_without_momentum_or_weight_decay():
+    unroll = make_unroll(tiny_mlp(), perturbed_teacher(), steps=5, momentum=0.0, weight_decay=0.0)
+    start = unroll.student.snapshot()
+    fd = finite_difference(unroll, start)
+    assert relative_error(flat(hypergradient(unroll, start, "stored").teacher_grads), fd) < 1e-4
+
+
+def test_teacher_gradient_comes_only_from_the_dev_objective():
+    module = tiny_mlp()
+    unroll = make_unroll(module, perturbed_teacher(), steps=4)
+    start = unroll.student.snapshot()
+    base = flat(hypergradient(unroll, start, "stored").teacher_grads)
+    # scaling the dev objective scales the teacher's gradient by the same factor
+    doubled = copy.copy(unroll)
+    doubled.dev_objective = lambda logits, target: 2 * unroll.dev_objective(logits, target)
+    torch.testing.assert_close(flat(hypergradient(doubled, start, "stored").teacher_grads), 2 * base)
+    # a dev objective blind to the student gives the teacher no gradient at all,
+    # however much the student's training loss depends on the teacher
+    blind = copy.copy(unroll)
+    blind.dev_objective = lambda logits, target: torch.zeros_like(target, dtype=logits.dtype) + 0 * logits.sum().detach()
+    for engine in ("unrolled", "stored", "checkpointed"):
+        assert flat(hypergradient(blind, start, engine).teacher_grads).abs().max() == 0
+    # the engines never write into .grad: only accumulate_into does
+    assert all(p.grad is None for p in unroll.teacher.parameters())
+
+
+def test_binomial_split_stays_inside_the_segment():
+    for length in range(2, 60):
+        for snapshots in range(1, 6):
+            assert 1 <= _binomial_split(length, snapshots) < length
+
+
+def test_bad_arguments_are_refused():
+    unroll = make_unroll(tiny_mlp(), perturbed_teacher(), steps=2)
+    start = unroll.student.snapshot()
+    with pytest.raises(ValueError, match="unknown hypergradient engine"):
+        hypergradient(unroll, start, "forward")
+    with pytest.raises(ValueError, match="at least 1 snapshot"):
+        hypergradient(unroll, start, "checkpointed", snapshots=0)
+    empty = copy.copy(unroll)
+    with pytest.raises(ValueError, match="no examples"):
+        type(unroll)(**{**empty.__dict__, "dev_batches": []})
