@@ -29,6 +29,9 @@ class LossStructure(Protocol):
     def score(self, lprobs: Tensor, target: Tensor, params: LossParams) -> Tensor:
         """sum_i W[i, y_n] * lprobs[n, i] + b[y_n] for every row n."""
 
+    def diagonal(self, params: LossParams, target: Tensor) -> Tensor:
+        """W[y_n, y_n] for every row n."""
+
     def dense(self, params: LossParams) -> Tensor:
         """W as a C x C tensor (only sensible for small C: plots and tests)."""
 
@@ -55,6 +58,9 @@ class DenseStructure:
     def score(self, lprobs: Tensor, target: Tensor, params: LossParams) -> Tensor:
         columns = params["W"].index_select(1, target)  # C x N, column y_n of W
         return torch.einsum("nc,cn->n", lprobs, columns) + params["b"][target]
+
+    def diagonal(self, params: LossParams, target: Tensor) -> Tensor:
+        return params["W"].diagonal()[target]
 
     def dense(self, params: LossParams) -> Tensor:
         return params["W"]
@@ -96,6 +102,9 @@ class DiagLowRankStructure:
         diagonal = params["d"][target] * lprobs.gather(1, target.unsqueeze(1)).squeeze(1)
         low_rank = ((lprobs @ params["U"]) * params["V"].index_select(0, target)).sum(-1)
         return diagonal + low_rank + params["b"][target]
+
+    def diagonal(self, params: LossParams, target: Tensor) -> Tensor:
+        return params["d"][target] + (params["U"].index_select(0, target) * params["V"].index_select(0, target)).sum(-1)
 
     def dense(self, params: LossParams) -> Tensor:
         return torch.diag(params["d"]) + params["U"] @ params["V"].T

@@ -17,7 +17,7 @@ from .loss_structures import LossParams, LossStructure, build_structure
 
 class Teacher(nn.Module):
     def __init__(self, structure: LossStructure, num_features: int, num_gates: int = 2, squash: bool = False,
-                 feature_names: tuple[str, ...] | None = None):
+                 feature_names: tuple[str, ...] | None = None, log_prob_floor: float | None = None):
         super().__init__()
         if num_gates < 1:
             raise ValueError(f"num_gates must be >= 1, got {num_gates}")
@@ -25,6 +25,7 @@ class Teacher(nn.Module):
             raise ValueError(f"{len(feature_names)} feature names for {num_features} features")
         self.structure = structure
         self.squash = squash
+        self.log_prob_floor = log_prob_floor
         self.num_features = num_features
         self.num_gates = num_gates
         self.feature_names = tuple(feature_names) if feature_names else None
@@ -51,15 +52,16 @@ class Teacher(nn.Module):
 
     def loss(self, lprobs: Tensor, target: Tensor, phi: LossParams, ignore_index: int | None = None,
              reduction: str = "mean") -> Tensor:
-        return dynamic_loss(lprobs, target, self.structure, phi, self.squash, ignore_index, reduction)
+        return dynamic_loss(lprobs, target, self.structure, phi, self.squash, ignore_index, reduction,
+                            self.log_prob_floor)
 
     def config(self) -> dict:
         return {
             "structure": self.structure.config(), "num_features": self.num_features, "num_gates": self.num_gates,
-            "squash": self.squash, "feature_names": self.feature_names,
+            "squash": self.squash, "feature_names": self.feature_names, "log_prob_floor": self.log_prob_floor,
         }
 
     @classmethod
     def from_config(cls, config: dict) -> "Teacher":
         return cls(build_structure(config["structure"]), config["num_features"], config["num_gates"],
-                   config["squash"], config.get("feature_names"))
+                   config["squash"], config.get("feature_names"), config.get("log_prob_floor"))

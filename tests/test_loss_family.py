@@ -77,3 +77,33 @@ def test_structure_config_round_trip_and_errors():
         build_structure({"kind": "sparse"})
     with pytest.raises(ValueError, match="rank"):
         DiagLowRankStructure(10, rank=0)
+
+
+@pytest.mark.parametrize("structure", STRUCTURES, ids=["dense", "lowrank"])
+def test_log_prob_floor_keeps_cross_entropy_at_init(structure):
+    logits = torch.randn(9, 7, dtype=torch.float64) * 5
+    target = torch.randint(0, 7, (9,))
+    loss = dynamic_loss(F.log_softmax(logits, -1), target, structure, structure.init_params(torch.float64),
+                        squash=False, log_prob_floor=-4.0)
+    torch.testing.assert_close(loss, F.cross_entropy(logits, target))
+
+
+def test_log_prob_floor_bounds_the_push_of_negative_weights():
+    structure = DenseStructure(3)
+    W = torch.eye(3, dtype=torch.float64)
+    W[1, 0] = -0.5  # gold class 0: push log p_1 down
+    params = {"W": W, "b": torch.zeros(3, dtype=torch.float64)}
+    target = torch.tensor([0])
+
+    def loss_at(gap, floor):
+        logits = torch.tensor([[0.0, -gap, 0.0]], dtype=torch.float64, requires_grad=True)
+        value = dynamic_loss(F.log_softmax(logits, -1), target, structure, params, False, log_prob_floor=floor)
+        (grad,) = torch.autograd.grad(value, logits)
+        return value.item(), grad[0, 1].item()
+
+    unfloored = [loss_at(gap, None) for gap in (10.0, 100.0, 1000.0)]
+    assert unfloored[2][0] < unfloored[1][0] - 40  # unbounded: keeps falling linearly
+    assert all(abs(g) > 0.4 for _, g in unfloored)  # and the push on logit 1 never fades
+    floored = [loss_at(gap, -5.0) for gap in (10.0, 100.0, 1000.0)]
+    assert floored[2][0] == pytest.approx(floored[1][0], abs=1e-9)  # bounded
+    assert abs(floored[2][1]) < 1e-9
