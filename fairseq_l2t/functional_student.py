@@ -62,6 +62,7 @@ class FunctionalStudent:
         self.module = module
         self.param_names = tuple(n for n, p in module.named_parameters() if p.requires_grad)
         self._frozen_names = tuple(n for n, p in module.named_parameters() if not p.requires_grad)
+        self._original_parameters = tuple(module.named_parameters(remove_duplicate=False))
 
     def snapshot(self, optimizer: torch.optim.Optimizer | None = None) -> StudentSnapshot:
         """Current weights, SGD momentum buffers (zeros before the first step) and buffers."""
@@ -87,11 +88,37 @@ class FunctionalStudent:
         for name, value in snapshot.buffers.items():
             (module_buffers[name] if name in module_buffers else named[name]).copy_(value)
 
-    def logits(self, params: tuple[Tensor, ...], buffers: dict[str, Tensor], inputs: Tensor, train: bool) -> Tensor:
-        """Forward pass with explicit tensors; BatchNorm updates `buffers` in place when train=True."""
+    def logits(self, params: tuple[Tensor, ...], buffers: dict[str, Tensor], inputs: Tensor | dict,
+               train: bool) -> Tensor:
+        """Forward pass with explicit tensors; BatchNorm updates `buffers` in place when train=True.
+
+        `inputs` is a tensor, or a dict of keyword arguments (a fairseq
+        sample's net_input); a tuple output (fairseq's (logits, extra)) gives
+        its first element.
+        """
         was_training = self.module.training
         self.module.train(train)
+        tensors = {**buffers, **dict(zip(self.param_names, params))}
         try:
-            return functional_call(self.module, {**buffers, **dict(zip(self.param_names, params))}, (inputs,))
+            if isinstance(inputs, dict):
+                output = functional_call(self.module, tensors, (), inputs)
+            else:
+                output = functional_call(self.module, tensors, (inputs,))
         finally:
             self.module.train(was_training)
+            self._retie()
+        return output[0] if isinstance(output, tuple) else output
+
+    def _retie(self) -> None:
+        """Put back parameters that functional_call failed to restore.
+
+        torch.func.functional_call unties a parameter shared by a module that
+        is itself shared (fairseq's --share-all-embeddings: one embedding in
+        encoder and decoder, tied to the output projection); the live model
+        would silently train two copies afterwards.
+        """
+        for name, parameter in self._original_parameters:
+            owner_name, _, attribute = name.rpartition(".")
+            owner = self.module.get_submodule(owner_name)
+            if owner._parameters.get(attribute) is not parameter:
+                owner._parameters[attribute] = parameter

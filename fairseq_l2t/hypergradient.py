@@ -30,6 +30,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .dev_objectives import DevObjective
 from .functional_student import FunctionalStudent, SGDConfig, StudentSnapshot
@@ -38,7 +39,7 @@ from .state_features import StudentState
 from .teacher import Teacher
 
 ENGINES = ("unrolled", "stored", "checkpointed")
-Batch = tuple[Tensor, Tensor]
+Batch = tuple[Tensor | dict, Tensor]  # (inputs or fairseq net_input, target)
 
 
 @dataclass
@@ -70,7 +71,7 @@ class Unroll:
             raise ValueError(f"an unroll needs at least 1 step, got {self.steps}")
         if self.features is not None and len(self.features) != self.steps:
             raise ValueError(f"{len(self.features)} replayed feature vectors for {self.steps} steps")
-        if len(self.dev_batches) == 0 or sum(int(y.numel()) for _, y in self.dev_batches) == 0:
+        if len(self.dev_batches) == 0 or any(int(y.numel()) == 0 for _, y in self.dev_batches):
             raise ValueError("the dev set for the teacher's objective has no examples")
 
 
@@ -103,21 +104,28 @@ def hypergradient(unroll: Unroll, start: StudentSnapshot, engine: str = "stored"
 
 
 @contextlib.contextmanager
-def _step_rng(seed: int | None, step: int, device: torch.device) -> Iterator[None]:
-    if seed is None:
-        yield
-        return
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed + step)
-        yield
+def _step_context(seed: int | None, step: int, device: torch.device) -> Iterator[None]:
+    """Replayable randomness (dropout) and attention kernels that support double backward.
+
+    The fused CPU/GPU attention kernels have no second derivative, so every
+    student forward inside an unroll uses the math kernel, in the forward and
+    the reverse pass alike (the same numbers both times).
+    """
+    with sdpa_kernel(SDPBackend.MATH):
+        if seed is None:
+            yield
+            return
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed + step)
+            yield
 
 
 def _training_gradients(unroll: Unroll, params: tuple[Tensor, ...], buffers: dict[str, Tensor], step: int,
                         phi: LossParams, create_graph: bool) -> tuple[list[Tensor], Tensor, Tensor]:
     """g(w_t) = grad L_phi(w_t; B_t) + wd * w_t, and the batch's log-probabilities."""
     inputs, target = unroll.batch_at(step)
-    with _step_rng(unroll.rng_seed, step, inputs.device):
+    with _step_context(unroll.rng_seed, step, target.device):
         logits = unroll.student.logits(params, buffers, inputs, train=True)
     lprobs = F.log_softmax(logits, dim=-1)
     loss = unroll.teacher.loss(lprobs, target, phi, unroll.ignore_index)
@@ -144,13 +152,18 @@ def _advance(unroll: Unroll, state: StudentSnapshot, step: int, phi: LossParams,
 
 
 def _dev_value(unroll: Unroll, params: tuple[Tensor, ...], buffers: dict[str, Tensor]) -> tuple[Tensor, int]:
-    """Sum of the per-example dev objective over all dev batches (eval mode), and the count."""
+    """Sum of the dev objective's values over all dev batches (eval mode), and how many values.
+
+    A dev objective returns one value per example (classification) or one per
+    batch (corpus-level rewards such as expected BLEU); M is their mean.
+    """
     total, count = None, 0
     for inputs, target in unroll.dev_batches:
-        logits = unroll.student.logits(params, buffers, inputs, train=False)
-        value = unroll.dev_objective(logits, target).sum()
-        total = value if total is None else total + value
-        count += target.numel()
+        with sdpa_kernel(SDPBackend.MATH):
+            logits = unroll.student.logits(params, buffers, inputs, train=False)
+        values = unroll.dev_objective(logits, target)
+        total = values.sum() if total is None else total + values.sum()
+        count += values.numel()
     return total, count
 
 

@@ -147,3 +147,29 @@ def test_bad_arguments_are_refused():
     empty = copy.copy(unroll)
     with pytest.raises(ValueError, match="no examples"):
         type(unroll)(**{**empty.__dict__, "dev_batches": []})
+
+
+def test_functional_calls_keep_weights_shared_by_shared_modules_tied():
+    """fairseq's --share-all-embeddings: one embedding module in encoder and decoder, tied to the output."""
+    from torch import nn
+
+    from fairseq_l2t.functional_student import FunctionalStudent
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            embedding = nn.Embedding(5, 3)
+            self.encoder, self.decoder = nn.Module(), nn.Module()
+            self.encoder.embed, self.decoder.embed = embedding, embedding
+            self.decoder.out = nn.Linear(3, 5, bias=False)
+            self.decoder.out.weight = embedding.weight
+
+        def forward(self, tokens):
+            return self.decoder.out(self.encoder.embed(tokens))
+
+    module = Tied()
+    student = FunctionalStudent(module)
+    snapshot = student.snapshot()
+    student.logits(snapshot.params, snapshot.buffers, torch.tensor([1, 2]), train=True)
+    assert module.encoder.embed.weight is module.decoder.out.weight
+    assert len(list(module.parameters())) == 1
