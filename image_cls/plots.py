@@ -1,0 +1,96 @@
+"""PNG plots: learning curves of several runs, and the loss matrix W that the
+teacher handed out at several stages of a student's training."""
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+
+def read_log(path: str | Path) -> dict[str, list[float]]:
+    with Path(path).open() as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise ValueError(f"{path} has no rows")
+    return {key: [float(r[key]) for r in rows] for key in rows[0]}
+
+
+def plot_learning_curves(runs: dict[str, str | Path], out: str | Path) -> Path:
+    """Dev error, test error (if logged) and smoothed training loss against student steps."""
+    logs = {label: read_log(Path(path) / "log.csv" if Path(path).is_dir() else path) for label, path in runs.items()}
+    has_test = all("test_accuracy" in log for log in logs.values())
+    panels = [("dev_accuracy", "dev error"), ("train_loss", "training cross-entropy (EMA)")]
+    if has_test:
+        panels.insert(1, ("test_accuracy", "test error"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8))
+    for ax, (key, title) in zip(axes, panels):
+        for label, log in logs.items():
+            values = [1 - v for v in log[key]] if key.endswith("accuracy") else log[key]
+            ax.plot(log["step"], values, label=label)
+        ax.set_title(title)
+        ax.set_xlabel("student step")
+        ax.grid(alpha=0.3)
+        if key.endswith("accuracy"):
+            ax.set_yscale("log")
+    axes[0].legend()
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def plot_loss_matrices(trace_path: str | Path, out: str | Path, stages: int = 4) -> Path:
+    """Heatmaps of W - I (and b) at `stages` evenly spaced evaluations of a taught student."""
+    trace = torch.load(trace_path, map_location="cpu", weights_only=True)["snapshots"]
+    trace = [s for s in trace if s["W"] is not None]
+    if not trace:
+        raise ValueError(f"{trace_path} holds no dense W to draw (vocabulary too large)")
+    picks = sorted({round(i * (len(trace) - 1) / max(stages - 1, 1)) for i in range(stages)})
+    deltas = [trace[i]["W"] - torch.eye(trace[i]["W"].shape[0]) for i in picks]
+    limit = max(float(d.abs().max()) for d in deltas) or 1.0
+    fig, axes = plt.subplots(1, len(picks), figsize=(3.6 * len(picks), 3.6), squeeze=False)
+    for ax, i, delta in zip(axes[0], picks, deltas):
+        image = ax.imshow(delta.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        gates = ", ".join(f"{g:.2f}" for g in trace[i]["gates"].tolist())
+        ax.set_title(f"step {trace[i]['step']}\ngates [{gates}]", fontsize=9)
+        ax.set_xlabel("gold class y")
+        ax.set_ylabel("class i (weight on log p_i)")
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="W[i, y] - I")
+    fig.suptitle("loss matrix handed out by the teacher (0 everywhere = cross-entropy)", fontsize=10)
+    return _save(fig, out)
+
+
+def _save(fig, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="l2t-image-plot", description=__doc__)
+    sub = parser.add_subparsers(dest="what", required=True)
+    curves = sub.add_parser("curves", help="learning curves of runs written by l2t-image-train-student")
+    curves.add_argument("runs", nargs="+", metavar="LABEL=DIR", help="e.g. ce=runs/ce l2t=runs/l2t")
+    curves.add_argument("--out", required=True, help="PNG file")
+    loss = sub.add_parser("loss", help="the teacher's W at several stages (OUT/loss_trace.pt of a taught run)")
+    loss.add_argument("trace", help="loss_trace.pt")
+    loss.add_argument("--stages", type=int, default=4)
+    loss.add_argument("--out", required=True, help="PNG file")
+    args = parser.parse_args(argv)
+    if args.what == "curves":
+        bad = [r for r in args.runs if "=" not in r]
+        if bad:
+            parser.error(f"runs must look like LABEL=DIR, got {bad[0]!r}")
+        print(plot_learning_curves(dict(r.split("=", 1) for r in args.runs), args.out))
+    else:
+        print(plot_loss_matrices(args.trace, args.out, args.stages))
+
+
+if __name__ == "__main__":
+    main()

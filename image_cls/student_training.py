@@ -1,0 +1,142 @@
+"""Train one student for a fixed number of SGD steps with a chosen loss.
+
+The loop mirrors the functional unroll of the teacher episodes step for step
+(same batches by index, same SGD update), so a student taught by a fixed
+teacher here follows exactly the trajectory the teacher was trained on.
+Optionally the teacher keeps learning online: every `online_every` steps, a
+`lookahead`-step hypergradient from the live student updates it.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from fairseq_l2t.dev_objectives import DevObjective
+from fairseq_l2t.functional_student import SGDConfig
+from fairseq_l2t.online import lookahead_hypergradient
+from fairseq_l2t.state_features import StudentState
+
+from .data import BatchStream
+from .evaluation import evaluate
+from .student_losses import StudentLoss
+
+Batches = Sequence[tuple[Tensor, Tensor]]
+
+
+@dataclass
+class OnlineTeaching:
+    """Keep training the teacher while the student trains (for long runs)."""
+
+    optimizer: torch.optim.Optimizer
+    every: int
+    lookahead: int
+    dev_objective: DevObjective
+    dev_batches: Batches
+    engine: str = "stored"
+    updates: int = 0
+    skipped_non_finite: int = 0
+
+
+@dataclass
+class StudentRun:
+    history: list[dict] = field(default_factory=list)
+    loss_snapshots: list[dict] = field(default_factory=list)
+
+
+def train_student(
+    model: nn.Module,
+    stream: BatchStream,
+    steps: int,
+    sgd: SGDConfig,
+    loss: StudentLoss,
+    state: StudentState,
+    dev_batches: Batches,
+    eval_every: int,
+    test_batches: Batches | None = None,
+    online: OnlineTeaching | None = None,
+    on_eval: Callable[[dict], None] | None = None,
+    progress: bool = True,
+    start_step: int = 0,
+    optimizer: torch.optim.SGD | None = None,
+) -> StudentRun:
+    """Train `model` in place for steps [start_step, steps); evaluate every `eval_every` steps."""
+    if steps < 1 or eval_every < 1:
+        raise ValueError(f"steps and eval_every must be >= 1, got {steps} and {eval_every}")
+    optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=sgd.lr, momentum=sgd.momentum,
+                                             weight_decay=sgd.weight_decay)
+    run = StudentRun()
+    started = time.perf_counter()
+    model.train()
+    bar = tqdm(range(start_step, steps), desc=f"student[{loss.name}]", disable=not progress, dynamic_ncols=True)
+    for step in bar:
+        if online is not None and step % online.every == 0 and step + online.lookahead <= steps:
+            _online_teacher_update(model, optimizer, loss, state, stream, step, online)
+        inputs, target = stream.batch_at(step)
+        lprobs = F.log_softmax(model(inputs), dim=-1)
+        value = loss(lprobs, target, state)
+        if not torch.isfinite(value):
+            raise FloatingPointError(f"the student's loss became {value.item()} at step {step}; "
+                                     f"lower --lr or check the teacher")
+        optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        optimizer.step()
+        state.observe_batch(lprobs, target)
+        if (step + 1) % eval_every == 0 or step + 1 == steps:
+            row = _eval_row(model, step + 1, state, dev_batches, test_batches, started, online)
+            state.observe_dev(row["dev_accuracy"])
+            run.history.append(row)
+            if loss.teacher is not None:
+                run.loss_snapshots.append(_loss_snapshot(loss, state, step + 1))
+            bar.set_postfix(dev_acc=f"{row['dev_accuracy']:.4f}", train_loss=f"{row['train_loss']:.3f}")
+            if on_eval is not None:
+                on_eval(row)
+    return run
+
+
+def _online_teacher_update(model: nn.Module, optimizer: torch.optim.SGD, loss: StudentLoss, state: StudentState,
+                           stream: BatchStream, step: int, online: OnlineTeaching) -> None:
+    batches = [stream.batch_at(step + i) for i in range(online.lookahead)]
+    result = lookahead_hypergradient(model, optimizer, loss.teacher, state, batches, online.dev_batches,
+                                     online.dev_objective, engine=online.engine)
+    if not result.is_finite():
+        online.skipped_non_finite += 1
+        return
+    online.optimizer.zero_grad(set_to_none=True)
+    result.accumulate_into(loss.teacher)
+    online.optimizer.step()
+    online.updates += 1
+
+
+def _eval_row(model: nn.Module, step: int, state: StudentState, dev_batches: Batches, test_batches: Batches | None,
+              started: float, online: OnlineTeaching | None) -> dict:
+    dev = evaluate(model, dev_batches)
+    row = {
+        "step": step,
+        "train_loss": state.train_loss if state.train_loss is not None else math.nan,
+        "train_accuracy": state.train_accuracy if state.train_accuracy is not None else math.nan,
+        "dev_loss": dev["loss"], "dev_accuracy": dev["accuracy"],
+    }
+    if test_batches is not None:
+        test = evaluate(model, test_batches)
+        row.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
+    if online is not None:
+        row.update(teacher_updates=online.updates, teacher_skipped_non_finite=online.skipped_non_finite)
+    row["seconds"] = time.perf_counter() - started
+    return row
+
+
+@torch.no_grad()
+def _loss_snapshot(loss: StudentLoss, state: StudentState, step: int) -> dict:
+    teacher = loss.teacher
+    param = next(teacher.parameters())
+    features = state.features(param.dtype, param.device)
+    phi = teacher(features)
+    return {"step": step, "features": features.cpu(), "gates": teacher.gates(features).cpu(),
+            "W": teacher.structure.dense(phi).cpu() if teacher.num_classes <= 200 else None, "b": phi["b"].cpu()}

@@ -1,0 +1,129 @@
+"""Train the teacher by episodes along whole student trainings.
+
+A round trains a fresh student (new init, new batch order) for
+`steps_per_round` SGD steps under the current teacher.  The round is cut into
+episodes of `episode_steps` steps; after each episode the exact hypergradient
+of the dev objective through that episode updates the teacher, and the student
+continues from where the episode left it.  So the teacher sees the student at
+every stage of its training, with the same state features it will read when
+it later teaches a new student from scratch.  With steps_per_round equal to
+episode_steps and CE pretraining, every round is one episode from a
+pretrained student: the authors' demo protocol.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from fairseq_l2t.dev_objectives import get_dev_objective
+from fairseq_l2t.functional_student import FunctionalStudent, SGDConfig
+from fairseq_l2t.hypergradient import Unroll, hypergradient
+from fairseq_l2t.state_features import StudentState
+from fairseq_l2t.teacher import Teacher
+
+from .data import BatchStream, ImageSplits, eval_batches
+from .evaluation import evaluate
+from .models import build_model
+from .student_losses import StudentLoss
+from .student_training import train_student
+
+
+@dataclass(frozen=True)
+class TeacherTrainingConfig:
+    model: str
+    sgd: SGDConfig
+    batch_size: int = 64
+    rounds: int = 2
+    steps_per_round: int = 1000
+    episode_steps: int = 50
+    pretrain_steps: int = 0
+    engine: str = "stored"
+    snapshots: int = 8
+    teacher_lr: float = 3e-4
+    dev_objective: str = "smooth_error"
+    dev_batch_size: int = 500
+    max_grad_norm: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("rounds", "steps_per_round", "episode_steps", "batch_size", "dev_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps_per_round % self.episode_steps:
+            raise ValueError(f"steps_per_round ({self.steps_per_round}) must be a multiple of episode_steps "
+                             f"({self.episode_steps})")
+        if not self.teacher_lr > 0:
+            raise ValueError(f"teacher_lr must be positive, got {self.teacher_lr}")
+        get_dev_objective(self.dev_objective)
+
+
+def train_teacher(
+    teacher: Teacher,
+    splits: ImageSplits,
+    config: TeacherTrainingConfig,
+    device: torch.device,
+    per_class_features: bool = False,
+    on_episode: Callable[[dict], None] | None = None,
+    progress: bool = True,
+) -> torch.optim.Optimizer:
+    """Update `teacher` in place over config.rounds rounds; returns its optimizer (for checkpoints)."""
+    optimizer = torch.optim.Adam(teacher.parameters(), lr=config.teacher_lr)
+    dev_batches = eval_batches(splits.dev, config.dev_batch_size, splits.mean, splits.std, device)
+    objective = get_dev_objective(config.dev_objective)
+    episodes = config.steps_per_round // config.episode_steps
+    bar = tqdm(total=config.rounds * episodes, desc="teacher episodes", disable=not progress, dynamic_ncols=True)
+    started = time.perf_counter()
+    for round_index in range(config.rounds):
+        student_seed = config.seed * 1000 + round_index
+        model, stream, state, start_state = _fresh_student(splits, config, student_seed, device, dev_batches,
+                                                            per_class_features)
+        student = FunctionalStudent(model)
+        snapshot = student.snapshot(start_state)
+        for episode in range(episodes):
+            offset = config.pretrain_steps + episode * config.episode_steps
+            unroll = Unroll(student=student, teacher=teacher, sgd=config.sgd, steps=config.episode_steps,
+                            batch_at=lambda t, offset=offset: stream.batch_at(offset + t), dev_batches=dev_batches,
+                            dev_objective=objective, tracker=state)
+            result = hypergradient(unroll, snapshot, engine=config.engine, snapshots=config.snapshots)
+            finite = result.is_finite()
+            grad_norm = float(torch.cat([g.reshape(-1) for g in result.teacher_grads]).norm())
+            if finite:
+                optimizer.zero_grad(set_to_none=True)
+                result.accumulate_into(teacher)
+                if config.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(teacher.parameters(), config.max_grad_norm)
+                optimizer.step()
+            snapshot, state = result.final, result.tracker
+            student.load(snapshot)
+            dev = evaluate(model, dev_batches)
+            state.observe_dev(dev["accuracy"])
+            row = {"round": round_index, "episode": episode, "student_step": offset + config.episode_steps,
+                   "dev_objective": result.dev_objective, "dev_accuracy": dev["accuracy"],
+                   "hypergradient_norm": grad_norm, "skipped_non_finite": int(not finite),
+                   "seconds": time.perf_counter() - started}
+            bar.update(1)
+            bar.set_postfix(M=f"{result.dev_objective:.4f}", dev_acc=f"{dev['accuracy']:.4f}")
+            if on_episode is not None:
+                on_episode(row)
+    bar.close()
+    return optimizer
+
+
+def _fresh_student(splits: ImageSplits, config: TeacherTrainingConfig, seed: int, device: torch.device,
+                   dev_batches, per_class_features: bool):
+    """A new student (optionally CE-pretrained), its batch stream, state and optimizer."""
+    torch.manual_seed(seed)
+    model = build_model(config.model, splits.num_classes, splits.in_channels, splits.image_size).to(device)
+    stream = BatchStream(splits.train, config.batch_size, seed, splits.mean, splits.std, splits.augment, device)
+    total = config.pretrain_steps + config.steps_per_round
+    state = StudentState(splits.num_classes, total_steps=total, per_class=per_class_features)
+    sgd = config.sgd
+    optimizer = torch.optim.SGD(model.parameters(), lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
+    if config.pretrain_steps:
+        train_student(model, stream, config.pretrain_steps, sgd, StudentLoss("ce"), state, dev_batches,
+                      eval_every=config.pretrain_steps, progress=False, optimizer=optimizer)
+    return model, stream, state, optimizer
