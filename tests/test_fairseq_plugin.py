@@ -1,0 +1,142 @@
+"""The fairseq plugin through fairseq's own command-line tools, on the committed
+Spanish-English Bible fixture (public domain)."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("fairseq")
+import fairseq_l2t.fairseq_plugin.checkpoint_safety  # noqa: E402,F401  (weights-only loading of fairseq files)
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+FIXTURE = REPO / "tests" / "fixtures" / "bible_es_en"
+TINY_TRANSFORMER = ["--arch", "transformer_iwslt_de_en", "--encoder-layers", "1", "--decoder-layers", "1",
+                    "--encoder-embed-dim", "32", "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
+                    "--decoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2", "--decoder-attention-heads",
+                    "2", "--share-all-embeddings"]
+TINY_LSTM = ["--arch", "lstm", "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32",
+             "--decoder-embed-dim", "32", "--encoder-hidden-size", "32", "--decoder-hidden-size", "32",
+             "--decoder-out-embed-dim", "32"]
+COMMON = ["--user-dir", str(REPO / "fairseq_l2t"), "--task", "l2t_translation", "--optimizer", "adam",
+          "--lr", "1e-3", "--max-tokens", "1000", "--cpu", "--no-progress-bar", "--seed", "1", "--log-interval", "1",
+          "--no-epoch-checkpoints", "--num-workers", "0"]
+
+
+def binarize(out: Path, vocab: int) -> Path:
+    subprocess.run([sys.executable, str(REPO / "scripts" / "nmt_data" / "binarize.py"), str(FIXTURE), str(out),
+                    "--src", "es", "--tgt", "en", "--vocab-size", str(vocab), "--force"],
+                   check=True, capture_output=True, text=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def data_bin(tmp_path_factory) -> Path:
+    return binarize(tmp_path_factory.mktemp("bible") / "bin", 400)
+
+
+def train(data: Path, save_dir: Path, *extra: str, arch=TINY_TRANSFORMER, check: bool = True):
+    cmd = [str(BIN / "fairseq-train"), str(data), *COMMON, *arch, "--save-dir", str(save_dir), *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise AssertionError(f"fairseq-train failed:\n{done.stderr[-3000:]}")
+    return done
+
+
+def teacher_state(checkpoint: Path) -> dict:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    return state["extra_state"]["L2TTranslationTask"]
+
+
+def model_state(checkpoint: Path) -> dict:
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+
+
+@pytest.mark.parametrize("arch", [TINY_TRANSFORMER, TINY_LSTM], ids=["transformer", "lstm"])
+def test_train_with_l2t_dynamic_then_generate_and_score_with_sacrebleu(data_bin, tmp_path, arch):
+    done = train(data_bin, tmp_path / "ckpt", "--criterion", "l2t_dynamic", "--max-update", "4",
+                 "--teacher-update-interval", "2", "--lookahead-steps", "2", arch=arch)
+    log = done.stdout + done.stderr
+    assert re.search(r"teacher_updates 2\b", log), log[-2000:]
+    assert "teacher_skipped 0" in log
+    assert re.search(r"\| loss [-\d.]+ \| nll_loss [\d.]+ \| ppl [\d.]+", log)
+    generated = subprocess.run(
+        [str(BIN / "fairseq-generate"), str(data_bin), "--user-dir", str(REPO / "fairseq_l2t"),
+         "--task", "l2t_translation", "--path", str(tmp_path / "ckpt" / "checkpoint_last.pt"), "--cpu",
+         "--beam", "2", "--max-len-b", "20", "--batch-size", "32", "--scoring", "sacrebleu",
+         "--remove-bpe", "sentencepiece"], capture_output=True, text=True)
+    assert generated.returncode == 0, generated.stderr[-3000:]
+    score = re.search(r"BLEU = ([\d.]+)", generated.stdout + generated.stderr)
+    assert score is not None and 0.0 <= float(score.group(1)) <= 100.0
+    translated = int(re.search(r"Translated ([\d,]+) sentences", generated.stderr).group(1).replace(",", ""))
+    assert len(re.findall(r"^H-\d+\t", generated.stdout, flags=re.M)) == translated >= 50
+
+
+def test_teacher_moves_only_through_the_dev_reward(data_bin, tmp_path):
+    short = train(data_bin, tmp_path / "a", "--criterion", "l2t_dynamic", "--max-update", "2",
+                  "--teacher-update-interval", "0")
+    long = train(data_bin, tmp_path / "b", "--criterion", "l2t_dynamic", "--max-update", "6",
+                 "--teacher-update-interval", "0")
+    assert short.returncode == long.returncode == 0
+    frozen_a = teacher_state(tmp_path / "a" / "checkpoint_last.pt")["teacher"]
+    frozen_b = teacher_state(tmp_path / "b" / "checkpoint_last.pt")["teacher"]
+    student_a = model_state(tmp_path / "a" / "checkpoint_last.pt")
+    student_b = model_state(tmp_path / "b" / "checkpoint_last.pt")
+    # the student trained on the teacher's loss for 4 more updates; the teacher did not move
+    assert any(not torch.equal(student_a[k], student_b[k]) for k in student_a)
+    assert all(torch.equal(frozen_a[k], frozen_b[k]) for k in frozen_a)
+    # fairseq saw no criterion parameters, so the student's optimizer holds only the model's
+    checkpoint = torch.load(tmp_path / "b" / "checkpoint_last.pt", map_location="cpu", weights_only=True)
+    assert checkpoint["criterion"] is None
+    # with reward updates, the same run moves the teacher
+    train(data_bin, tmp_path / "c", "--criterion", "l2t_dynamic", "--max-update", "6", "--teacher-update-interval", "2")
+    taught = teacher_state(tmp_path / "c" / "checkpoint_last.pt")
+    assert taught["teacher_updates"] == 3
+    assert any(not torch.equal(taught["teacher"][k], frozen_b[k]) for k in frozen_b)
+
+
+def test_resume_continues_exactly_as_an_uninterrupted_run(data_bin, tmp_path):
+    args = ("--criterion", "l2t_dynamic", "--teacher-update-interval", "2", "--teacher-horizon", "6",
+            "--lookahead-steps", "2", "--dropout", "0.1")
+    train(data_bin, tmp_path / "whole", *args, "--max-update", "6")
+    train(data_bin, tmp_path / "split", *args, "--max-update", "3")
+    train(data_bin, tmp_path / "split", *args, "--max-update", "6")  # resumes from checkpoint_last.pt
+    whole, split = tmp_path / "whole" / "checkpoint_last.pt", tmp_path / "split" / "checkpoint_last.pt"
+    for key, value in model_state(whole).items():
+        torch.testing.assert_close(model_state(split)[key], value, rtol=0, atol=0, msg=key)
+    teacher_whole, teacher_split = teacher_state(whole), teacher_state(split)
+    assert teacher_split["teacher_updates"] == teacher_whole["teacher_updates"] == 3
+    for key, value in teacher_whole["teacher"].items():
+        torch.testing.assert_close(teacher_split["teacher"][key], value, rtol=0, atol=0, msg=key)
+    assert teacher_split["student_state"] == pytest.approx(teacher_whole["student_state"])
+
+
+@pytest.fixture(scope="module")
+def other_vocab_teacher(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("other")
+    other = binarize(root / "bin", 300)
+    train(other, root / "ckpt", "--criterion", "l2t_dynamic", "--max-update", "1", "--teacher-update-interval", "1")
+    return root / "ckpt" / "checkpoint_last.pt"
+
+
+@pytest.mark.parametrize("case", ["missing_reward_subset", "test_as_reward", "unsupported_arch",
+                                  "criterion_without_task", "teacher_vocabulary_mismatch"])
+def test_bad_input_gives_one_line_error(data_bin, tmp_path, other_vocab_teacher, case):
+    extra, arch, expected = {
+        "missing_reward_subset": (["--reward-subset", "dev2"], TINY_TRANSFORMER, "--reward-subset dev2 not found"),
+        "test_as_reward": (["--reward-subset", "test"], TINY_TRANSFORMER, "must never see the test set"),
+        "unsupported_arch": ([], ["--arch", "fconv_iwslt_de_en"], "supports LSTM and Transformer"),
+        "criterion_without_task": (["--task", "translation"], TINY_TRANSFORMER, "needs --task l2t_translation"),
+        "teacher_vocabulary_mismatch": (["--teacher-init", str(other_vocab_teacher)], TINY_TRANSFORMER,
+                                        "target vocabulary of"),
+    }[case]
+    done = train(data_bin, tmp_path / "ckpt", "--criterion", "l2t_dynamic", "--max-update", "2", *extra, arch=arch,
+                 check=False)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("fairseq-l2t error:") and expected in last, last
+    assert not (tmp_path / "ckpt" / "checkpoint_last.pt").exists()
