@@ -27,7 +27,7 @@ class ComparisonConfig:
     eval_every: int = 50
     teacher_rounds: int = 2
     episode_steps: int = 50
-    teacher_lr: float = 3e-4
+    teacher_lr: float = 1e-3
     dev_objective: str = "smooth_error"
     extra_teacher_args: list[str] = field(default_factory=list)
     device: str = "cpu"

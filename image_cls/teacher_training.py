@@ -8,7 +8,8 @@ continues from where the episode left it.  So the teacher sees the student at
 every stage of its training, with the same state features it will read when
 it later teaches a new student from scratch.  With steps_per_round equal to
 episode_steps and CE pretraining, every round is one episode from a
-pretrained student: the authors' demo protocol.
+pretrained student and, with same_student, the same student and batches every
+round: the authors' demo protocol.
 """
 from __future__ import annotations
 
@@ -43,10 +44,11 @@ class TeacherTrainingConfig:
     pretrain_steps: int = 0
     engine: str = "stored"
     snapshots: int = 8
-    teacher_lr: float = 3e-4
+    teacher_lr: float = 1e-3
     dev_objective: str = "smooth_error"
     dev_batch_size: int = 500
     max_grad_norm: float = 0.0
+    same_student: bool = False
     seed: int = 0
 
     def __post_init__(self):
@@ -78,11 +80,11 @@ def train_teacher(
     bar = tqdm(total=config.rounds * episodes, desc="teacher episodes", disable=not progress, dynamic_ncols=True)
     started = time.perf_counter()
     for round_index in range(config.rounds):
-        student_seed = config.seed * 1000 + round_index
-        model, stream, state, start_state = _fresh_student(splits, config, student_seed, device, dev_batches,
-                                                            per_class_features)
+        student_index = 0 if config.same_student else round_index
+        model, stream, state, student_optimizer = fresh_student(splits, config, student_index, device, dev_batches,
+                                                                per_class_features)
         student = FunctionalStudent(model)
-        snapshot = student.snapshot(start_state)
+        snapshot = student.snapshot(student_optimizer)
         for episode in range(episodes):
             offset = config.pretrain_steps + episode * config.episode_steps
             unroll = Unroll(student=student, teacher=teacher, sgd=config.sgd, steps=config.episode_steps,
@@ -113,9 +115,14 @@ def train_teacher(
     return optimizer
 
 
-def _fresh_student(splits: ImageSplits, config: TeacherTrainingConfig, seed: int, device: torch.device,
-                   dev_batches, per_class_features: bool):
-    """A new student (optionally CE-pretrained), its batch stream, state and optimizer."""
+def fresh_student(splits: ImageSplits, config: TeacherTrainingConfig, round_index: int, device: torch.device,
+                  dev_batches, per_class_features: bool = False):
+    """Round `round_index`'s student (optionally CE-pretrained): model, batch stream, state, SGD optimizer.
+
+    Its seed (init and batch order) is seed * 1000 + round, never the seed of
+    the students that the comparison evaluates.
+    """
+    seed = config.seed * 1000 + round_index
     torch.manual_seed(seed)
     model = build_model(config.model, splits.num_classes, splits.in_channels, splits.image_size).to(device)
     stream = BatchStream(splits.train, config.batch_size, seed, splits.mean, splits.std, splits.augment, device)

@@ -47,9 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--gates", type=positive_int, default=2, help="number of state-dependent gates")
     group.add_argument("--per-class-features", action="store_true",
                        help="add per-class running training accuracy to the teacher's state")
-    group.add_argument("--teacher-lr", type=positive_float, default=3e-4,
-                       help="Adam lr of the teacher (default: %(default)s; 1e-2 made the unsquashed loss collapse "
-                            "MNIST students in our runs)")
+    group.add_argument("--teacher-lr", type=positive_float, default=1e-3,
+                       help="Adam lr of the teacher (default: %(default)s)")
     group.add_argument("--max-grad-norm", type=non_negative_float, default=0.0,
                        help="clip the teacher's gradient norm (0: no clipping)")
     group.add_argument("--dev-objective", choices=sorted(DEV_OBJECTIVES), default="smooth_error",
@@ -62,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="T: student steps differentiated through per teacher update (default: %(default)s)")
     group.add_argument("--pretrain-steps", type=positive_int, default=None,
                        help="cross-entropy steps before the teacher takes over in each round")
+    group.add_argument("--same-student", action="store_true",
+                       help="restart every round from the same student and batches (the authors' demo protocol) "
+                            "instead of a fresh student per round")
     group.add_argument("--engine", choices=ENGINES, default="stored",
                        help="stored: all weights kept; checkpointed: memory flat in T; unrolled: naive autograd")
     group.add_argument("--snapshots", type=positive_int, default=8, help="snapshots of the checkpointed engine")
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
         model=args.model, sgd=sgd_config(args), batch_size=args.batch_size, rounds=args.rounds,
         steps_per_round=args.steps_per_round, episode_steps=args.episode_steps, pretrain_steps=args.pretrain_steps or 0,
         engine=args.engine, snapshots=args.snapshots, teacher_lr=args.teacher_lr, dev_objective=args.dev_objective,
-        max_grad_norm=args.max_grad_norm, seed=args.seed)
+        max_grad_norm=args.max_grad_norm, same_student=args.same_student, seed=args.seed)
     seed_everything(args.seed)
     features = StudentState(splits.num_classes, 1, per_class=args.per_class_features).feature_names
     structure = (DenseStructure(splits.num_classes) if args.structure == "dense"
