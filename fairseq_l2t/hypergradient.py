@@ -136,19 +136,33 @@ def _training_gradients(unroll: Unroll, params: tuple[Tensor, ...], buffers: dic
     return grads, lprobs, target
 
 
-def _advance(unroll: Unroll, state: StudentSnapshot, step: int, phi: LossParams,
-             differentiable: bool = False) -> tuple[StudentSnapshot, Tensor, Tensor]:
-    """One SGD step of the student; differentiable=True keeps the graph (naive unrolling)."""
+@dataclass
+class _KeptGraph:
+    params: tuple[Tensor, ...]
+    grads: list[Tensor]
+
+
+def _advance(unroll: Unroll, state: StudentSnapshot, step: int, phi: LossParams, differentiable: bool = False,
+             keep_graph: bool = False) -> tuple[StudentSnapshot, Tensor, Tensor, _KeptGraph | None]:
+    """One SGD step of the student.
+
+    differentiable=True keeps the graph through the new state (naive unrolling);
+    keep_graph=True returns (w_t, g(w_t)) with g's graph, so that the reverse
+    pass can reuse it instead of recomputing the step (the stored engine does
+    this for the last step: for a one-step lookahead it saves a whole pass).
+    """
     params = state.params if differentiable else tuple(p.detach().requires_grad_() for p in state.params)
     buffers = {k: b.clone() for k, b in state.buffers.items()}
-    grads, lprobs, target = _training_gradients(unroll, params, buffers, step, phi, create_graph=differentiable)
+    grads, lprobs, target = _training_gradients(unroll, params, buffers, step, phi,
+                                                create_graph=differentiable or keep_graph)
     sgd = unroll.sgd
     velocity = tuple(sgd.momentum * v + g for v, g in zip(state.velocity, grads))
     new_params = tuple(p - sgd.lr * v for p, v in zip(params, velocity))
     if not differentiable:
         new_params = tuple(p.detach() for p in new_params)
         velocity = tuple(v.detach() for v in velocity)
-    return StudentSnapshot(new_params, velocity, buffers), lprobs.detach(), target
+    kept = _KeptGraph(params, grads) if keep_graph else None
+    return StudentSnapshot(new_params, velocity, buffers), lprobs.detach(), target, kept
 
 
 def _dev_value(unroll: Unroll, params: tuple[Tensor, ...], buffers: dict[str, Tensor]) -> tuple[Tensor, int]:
@@ -182,7 +196,7 @@ def _unrolled(unroll: Unroll, start: StudentSnapshot) -> HypergradResult:
     features = []
     for step in range(unroll.steps):
         features.append(_features_at(unroll, tracker, step))
-        state, lprobs, target = _advance(unroll, state, step, unroll.teacher(features[-1]), differentiable=True)
+        state, lprobs, target, _ = _advance(unroll, state, step, unroll.teacher(features[-1]), differentiable=True)
         tracker.observe_batch(lprobs, target)
     total, count = _dev_value(unroll, state.params, state.buffers)
     grads = tuple(_grad_or_zeros(total / count, tuple(unroll.teacher.parameters())))
@@ -199,13 +213,15 @@ class _Adjoint:
 
 
 def _reverse_step(unroll: Unroll, state: StudentSnapshot, step: int, features: Tensor, adjoint: _Adjoint,
-                  theta: tuple[Tensor, ...]) -> None:
+                  theta: tuple[Tensor, ...], kept: _KeptGraph | None = None) -> None:
     """Pull (dw, dv) from step+1 back to step and add this step's share of dtheta."""
     sgd = unroll.sgd
-    params = tuple(p.detach().requires_grad_() for p in state.params)
-    buffers = {k: b.clone() for k, b in state.buffers.items()}
-    phi = unroll.teacher(features)
-    grads, _, _ = _training_gradients(unroll, params, buffers, step, phi, create_graph=True)
+    if kept is None:
+        params = tuple(p.detach().requires_grad_() for p in state.params)
+        buffers = {k: b.clone() for k, b in state.buffers.items()}
+        grads, _, _ = _training_gradients(unroll, params, buffers, step, unroll.teacher(features), create_graph=True)
+    else:
+        params, grads = kept.params, kept.grads
     dv_total = [dv - sgd.lr * dw for dv, dw in zip(adjoint.dv, adjoint.dw)]
     inner = sum((g * d).sum() for g, d in zip(grads, dv_total))
     pulled = torch.autograd.grad(inner, params + theta, allow_unused=True)
@@ -238,24 +254,28 @@ class _Trajectory:
     features: list[Tensor]
     phis: list[LossParams]
     stored: list[StudentSnapshot | None] | None
+    last_graph: _KeptGraph | None = None
 
 
 def _forward(unroll: Unroll, start: StudentSnapshot, store_all: bool) -> _Trajectory:
-    """Run the T steps with phi detached; keep every state if store_all."""
+    """Run the T steps with phi detached; if store_all, keep every state and the last step's graph."""
     tracker = unroll.tracker.copy()
     features: list[Tensor] = []
     phis: list[LossParams] = []
     state = start.detached()
     stored = [state] if store_all else None
+    kept = None
     for step in range(unroll.steps):
         features.append(_features_at(unroll, tracker, step))
-        with torch.no_grad():
-            phis.append(unroll.teacher(features[-1]))
-        state, lprobs, target = _advance(unroll, state, step, phis[-1])
+        keep = store_all and step == unroll.steps - 1
+        with torch.set_grad_enabled(keep):
+            phi = unroll.teacher(features[-1])
+        phis.append({k: v.detach() for k, v in phi.items()})
+        state, lprobs, target, kept = _advance(unroll, state, step, phi if keep else phis[-1], keep_graph=keep)
         tracker.observe_batch(lprobs, target)
         if store_all:
             stored.append(state)
-    return _Trajectory(state, tracker, features, phis, stored)
+    return _Trajectory(state, tracker, features, phis, stored, kept)
 
 
 def run_unroll(unroll: Unroll, start: StudentSnapshot) -> tuple[float, StudentSnapshot, StudentState]:
@@ -284,12 +304,14 @@ def _reverse_mode(unroll: Unroll, start: StudentSnapshot, store_all: bool, snaps
 
     if store_all:
         for step in reversed(range(unroll.steps)):
-            _reverse_step(unroll, stored[step], step, features[step], adjoint, theta)
+            kept = trajectory.last_graph if step == unroll.steps - 1 else None
+            _reverse_step(unroll, stored[step], step, features[step], adjoint, theta, kept)
             stored[step + 1] = None
+        trajectory.last_graph = None
     else:
         def advance_to(state: StudentSnapshot, begin: int, end: int) -> StudentSnapshot:
             for step in range(begin, end):
-                state, _, _ = _advance(unroll, state, step, phis[step])
+                state, _, _, _ = _advance(unroll, state, step, phis[step])
             return state
 
         def reverse_segment(begin: int, end: int, state: StudentSnapshot, free: int) -> None:

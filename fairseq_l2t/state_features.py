@@ -71,16 +71,18 @@ class StudentState:
     @torch.no_grad()
     def observe_batch(self, lprobs: Tensor, target: Tensor) -> None:
         """Record one training step's minibatch (log-probabilities N x C, targets N)."""
-        lprobs = lprobs.detach().reshape(-1, lprobs.size(-1)).double()
+        lprobs = lprobs.detach().reshape(-1, lprobs.size(-1))
         target = target.reshape(-1)
+        self.step += 1
+        # gather and argmax on the N x C tensor, never copying it (NMT: C is the vocabulary)
+        target_lprob = lprobs.gather(1, target.clamp(min=0).unsqueeze(1)).squeeze(1).double()
+        correct = lprobs.argmax(-1).eq(target).double()
         if self.ignore_index is not None:
             keep = target.ne(self.ignore_index)
-            lprobs, target = lprobs[keep], target[keep]
-        self.step += 1
+            target, target_lprob, correct = target[keep], target_lprob[keep], correct[keep]
         if target.numel() == 0:
             return
-        correct = lprobs.argmax(-1).eq(target).double()
-        loss = -lprobs.gather(1, target.unsqueeze(1)).mean().item()
+        loss = -target_lprob.mean().item()
         self.train_loss = self._ema(self.train_loss, loss)
         self.train_accuracy = self._ema(self.train_accuracy, correct.mean().item())
         if self.per_class:

@@ -7,9 +7,11 @@ All runs go through the real CLIs, so their folders hold logs and checkpoints.
 """
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from . import train_student, train_teacher
 
@@ -32,6 +34,7 @@ class ComparisonConfig:
     extra_teacher_args: list[str] = field(default_factory=list)
     device: str = "cpu"
     progress: bool = True
+    reuse: bool = False
 
 
 def run_comparison(config: ComparisonConfig, out: str | Path) -> list[dict]:
@@ -47,18 +50,25 @@ def run_comparison(config: ComparisonConfig, out: str | Path) -> list[dict]:
                                  "--seed", str(seed)]
         run_dir = out / config.model / f"seed{seed}"
         for method, loss_args in (("ce", ["--loss", "ce"]), ("label_smoothing", ["--loss", "label_smoothing"])):
-            result = train_student.main(student_args + loss_args + ["--out", str(run_dir / method)])
+            result = _run(train_student.main, student_args + loss_args, run_dir / method, config.reuse)
             rows.append({"method": method, **result})
-        train_teacher.main(common + ["--seed", str(seed), "--rounds", str(config.teacher_rounds),
-                                     "--steps-per-round", str(config.steps), "--episode-steps",
-                                     str(config.episode_steps), "--teacher-lr", str(config.teacher_lr),
-                                     "--dev-objective", config.dev_objective, *config.extra_teacher_args,
-                                     "--out", str(run_dir / "teacher")])
-        result = train_student.main(student_args + ["--loss", "teacher", "--teacher",
-                                                    str(run_dir / "teacher" / "teacher.pt"),
-                                                    "--out", str(run_dir / "l2t_dlf")])
+        _run(train_teacher.main, common + ["--seed", str(seed), "--rounds", str(config.teacher_rounds),
+                                           "--steps-per-round", str(config.steps), "--episode-steps",
+                                           str(config.episode_steps), "--teacher-lr", str(config.teacher_lr),
+                                           "--dev-objective", config.dev_objective, *config.extra_teacher_args],
+             run_dir / "teacher", config.reuse)
+        result = _run(train_student.main, student_args + ["--loss", "teacher", "--teacher",
+                                                          str(run_dir / "teacher" / "teacher.pt")],
+                      run_dir / "l2t_dlf", config.reuse)
         rows.append({"method": "l2t_dlf", **result})
     return rows
+
+
+def _run(main: Callable[[list[str]], dict], argv: list[str], out: Path, reuse: bool) -> dict:
+    """Run a CLI into `out`, or with reuse, read the summary of a finished run there."""
+    if reuse and (out / "summary.json").is_file():
+        return json.loads((out / "summary.json").read_text())
+    return main(argv + ["--out", str(out)])
 
 
 def summarise(rows: list[dict]) -> list[dict]:

@@ -85,8 +85,11 @@ def main(argv: list[str] | None = None) -> dict:
     log = CsvLog(out / "log.csv")
     loss = StudentLoss(args.loss, args.label_smoothing, teacher)
     optimizer = torch.optim.SGD(model.parameters(), lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
-    run = train_student(model, stream, args.steps, sgd, loss, state, dev, args.eval_every, test_batches=test,
-                        online=online, on_eval=log, progress=not args.no_progress, optimizer=optimizer)
+    try:
+        run = train_student(model, stream, args.steps, sgd, loss, state, dev, args.eval_every, test_batches=test,
+                            online=online, on_eval=log, progress=not args.no_progress, optimizer=optimizer)
+    except FloatingPointError as err:
+        fail(str(err))
     checkpoint = {
         "kind": "student", "model": args.model, "dataset": args.dataset, "seed": args.seed,
         "num_classes": splits.num_classes, "step": args.steps, "args": vars(args),
@@ -100,6 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     final = run.history[-1]
     summary = {"loss": args.loss, "model": args.model, "dataset": args.dataset, "seed": args.seed,
                "steps": args.steps, "dev_error": 1 - final["dev_accuracy"], "test_error": 1 - final["test_accuracy"]}
+    (out / "summary.json").write_text(json.dumps(summary))
     print(json.dumps(summary), file=sys.stdout)
     return summary
 

@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {"teacher": str(out / "teacher.pt"), "episodes": len(rows),
                "first_dev_objective": rows[0]["dev_objective"], "last_dev_objective": rows[-1]["dev_objective"],
                "skipped_non_finite": sum(r["skipped_non_finite"] for r in rows)}
+    (out / "summary.json").write_text(json.dumps(summary))
     print(json.dumps(summary))
     return summary
 

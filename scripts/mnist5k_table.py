@@ -23,17 +23,22 @@ def main() -> None:
     parser.add_argument("--teacher-rounds", type=int, default=2)
     parser.add_argument("--runs", default="runs/mnist5k_table", help="folder for every run's logs/checkpoints")
     parser.add_argument("--out", default="results/mnist5k", help="prefix of the .md and .json outputs")
+    parser.add_argument("--lr", nargs="+", default=["mlp=0.05", "lenet=0.01"], metavar="MODEL=LR",
+                        help="student SGD learning rate per model (LeNet diverges at 0.05)")
+    parser.add_argument("--reuse", action="store_true", help="reuse runs that already finished under --runs")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     started = time.perf_counter()
+    lrs = dict(item.split("=") for item in args.lr)
     rows = []
     for model in args.models:
         config = ComparisonConfig(model=model, seeds=tuple(range(args.seeds)), steps=args.steps,
-                                  teacher_rounds=args.teacher_rounds, device=args.device, progress=False)
+                                  lr=float(lrs.get(model, 0.05)), teacher_rounds=args.teacher_rounds,
+                                  device=args.device, progress=False, reuse=args.reuse)
         rows += run_comparison(config, args.runs)
     summary = summarise(rows)
     table = format_table(summary)
-    settings = (f"MNIST-5k (3000 train / 1000 dev / 1000 test), {args.steps} SGD steps of 64 (lr 0.05, momentum "
+    settings = (f"MNIST-5k (3000 train / 1000 dev / 1000 test), {args.steps} SGD steps of 64 (lr {lrs}, momentum "
                 f"0.9, weight decay 5e-4) for every student; label smoothing 0.1; L2T-DLF teacher: dense 10x10 W, "
                 f"2 gates, probability floor 1e-4, trained for {args.teacher_rounds} rounds of {args.steps} steps "
                 f"with exact 50-step hypergradients of the dev smooth 0-1 error (Adam 1e-3), then frozen to teach "
