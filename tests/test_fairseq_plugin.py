@@ -58,8 +58,11 @@ def model_state(checkpoint: Path) -> dict:
 @pytest.mark.parametrize("arch", [TINY_TRANSFORMER, TINY_LSTM], ids=["transformer", "lstm"])
 def test_train_with_l2t_dynamic_then_generate_and_score_with_sacrebleu(data_bin, tmp_path, arch):
     done = train(data_bin, tmp_path / "ckpt", "--criterion", "l2t_dynamic", "--max-update", "4",
-                 "--teacher-update-interval", "2", "--lookahead-steps", "2", arch=arch)
+                 "--teacher-update-interval", "2", "--lookahead-steps", "2", "--eval-bleu",
+                 "--eval-bleu-remove-bpe", "sentencepiece", "--eval-bleu-args", '{"beam": 1, "max_len_b": 10}',
+                 "--best-checkpoint-metric", "bleu", "--maximize-best-checkpoint-metric", arch=arch)
     log = done.stdout + done.stderr
+    assert re.search(r"valid on 'valid' subset .*\| bleu [\d.]+", log), log[-2000:]  # real BLEU, each epoch
     assert re.search(r"teacher_updates 2\b", log), log[-2000:]
     assert "teacher_skipped 0" in log
     assert re.search(r"\| loss [-\d.]+ \| nll_loss [\d.]+ \| ppl [\d.]+", log)

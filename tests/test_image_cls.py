@@ -123,3 +123,18 @@ def test_bad_input_gives_one_line_errors(tmp_path, capsys):
     assert "unknown model" in run_cli(train_student.main, ["--model", "vgg", *out], capsys)
     assert "positive" in run_cli(train_teacher.main, ["--episode-steps", "0", "--out", str(tmp_path / "t")], capsys)
     assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+def test_online_teacher_updates_while_a_student_trains(tmp_path):
+    teacher_dir = tmp_path / "teacher_run"
+    common = ["--model", "mlp", "--no-progress", "--seed", "2"]
+    train_teacher.main(common + ["--rounds", "1", "--steps-per-round", "10", "--episode-steps", "10",
+                                 "--out", str(teacher_dir)])
+    train_student.main(common + ["--loss", "teacher", "--teacher", str(teacher_dir / "teacher.pt"), "--steps", "20",
+                                 "--eval-every", "10", "--online-every", "5", "--lookahead", "2",
+                                 "--out", str(tmp_path / "online")])
+    log = plots.read_log(tmp_path / "online" / "log.csv")
+    assert log["teacher_updates"] == [2.0, 4.0] and log["teacher_skipped_non_finite"] == [0.0, 0.0]
+    before = torch.load(teacher_dir / "teacher.pt", weights_only=True)["teacher"]["state"]
+    after = torch.load(tmp_path / "online" / "checkpoint.pt", weights_only=True)["teacher"]["state"]
+    assert any(not torch.equal(before[k], after[k]) for k in before)
