@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=250, help="updates for every run (default: %(default)s)")
     parser.add_argument("--archs", nargs="+", choices=sorted(ARCHS), default=["transformer", "lstm"])
     parser.add_argument("--max-tokens", type=int, default=2000)
+    parser.add_argument("--beam", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=4000, help="joint sentencepiece vocabulary")
     parser.add_argument("--data-bin", default=str(REPO / "data-bin" / "ding-de-en"))
     parser.add_argument("--out", default=str(REPO / "runs" / "nmt_demo"))
@@ -89,8 +90,9 @@ def main() -> None:
                  "50", "--no-progress-bar", "--num-workers", "0"], save.with_suffix(".train.log"))
             minutes = (time.perf_counter() - started) / 60
             generated = run([str(BIN / "fairseq-generate"), str(data_bin), "--user-dir", str(REPO / "fairseq_l2t"),
-                             "--path", str(save / "checkpoint_last.pt"), "--cpu", "--beam", "4", "--batch-size",
-                             "128", "--scoring", "sacrebleu", "--remove-bpe", "sentencepiece"],
+                             "--path", str(save / "checkpoint_last.pt"), "--cpu", "--beam", str(args.beam),
+                             "--batch-size", "200", "--max-len-a", "1.5", "--max-len-b", "5", "--scoring",
+                             "sacrebleu", "--remove-bpe", "sentencepiece"],
                             save.with_suffix(".generate.log"))
             bleu = float(re.search(r"BLEU = ([\d.]+)", generated).group(1))
             rows.append((arch, loss, bleu, minutes))
@@ -106,7 +108,7 @@ def main() -> None:
     results.parent.mkdir(exist_ok=True)
     results.write_text(table + f"\n\nDing de-en (train 16,025 / valid 1,000 / test 1,000 pairs), joint "
                        f"sentencepiece {args.vocab}, {args.updates} updates of <= {args.max_tokens} tokens, "
-                       f"beam 4, seed {args.seed}, 2 CPU cores.\nCommand: python scripts/nmt_demo.py "
+                       f"beam {args.beam}, seed {args.seed}, 2 CPU cores.\nCommand: python scripts/nmt_demo.py "
                        f"--updates {args.updates}\n")
     print("\n" + table)
 

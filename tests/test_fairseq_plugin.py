@@ -18,7 +18,7 @@ TINY_TRANSFORMER = ["--arch", "transformer_iwslt_de_en", "--encoder-layers", "1"
                     "--encoder-embed-dim", "32", "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
                     "--decoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2", "--decoder-attention-heads",
                     "2", "--share-all-embeddings"]
-TINY_LSTM = ["--arch", "lstm", "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32",
+TINY_LSTM = ["--arch", "lstm", "--encoder-layers", "2", "--decoder-layers", "2", "--encoder-embed-dim", "32",
              "--decoder-embed-dim", "32", "--encoder-hidden-size", "32", "--decoder-hidden-size", "32",
              "--decoder-out-embed-dim", "32"]
 COMMON = ["--user-dir", str(REPO / "fairseq_l2t"), "--task", "l2t_translation", "--optimizer", "adam",
@@ -55,15 +55,16 @@ def model_state(checkpoint: Path) -> dict:
     return torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
 
 
-@pytest.mark.parametrize("arch", [TINY_TRANSFORMER, TINY_LSTM], ids=["transformer", "lstm"])
-def test_train_with_l2t_dynamic_then_generate_and_score_with_sacrebleu(data_bin, tmp_path, arch):
-    done = train(data_bin, tmp_path / "ckpt", "--criterion", "l2t_dynamic", "--max-update", "4",
+@pytest.mark.parametrize("arch,extra", [(TINY_TRANSFORMER, []), (TINY_LSTM, ["--update-freq", "2"])],
+                         ids=["transformer-shared-embeddings", "lstm-2-layers-update-freq-2"])
+def test_train_with_l2t_dynamic_then_generate_and_score_with_sacrebleu(data_bin, tmp_path, arch, extra):
+    done = train(data_bin, tmp_path / "ckpt", "--criterion", "l2t_dynamic", "--max-update", "4", *extra,
                  "--teacher-update-interval", "2", "--lookahead-steps", "2", "--eval-bleu",
                  "--eval-bleu-remove-bpe", "sentencepiece", "--eval-bleu-args", '{"beam": 1, "max_len_b": 10}',
                  "--best-checkpoint-metric", "bleu", "--maximize-best-checkpoint-metric", arch=arch)
     log = done.stdout + done.stderr
     assert re.search(r"valid on 'valid' subset .*\| bleu [\d.]+", log), log[-2000:]  # real BLEU, each epoch
-    assert re.search(r"teacher_updates 2\b", log), log[-2000:]
+    assert re.search(r"teacher_updates 2\b", log), log[-2000:]  # once per update, not per micro-batch
     assert "teacher_skipped 0" in log
     assert re.search(r"\| loss [-\d.]+ \| nll_loss [\d.]+ \| ppl [\d.]+", log)
     generated = subprocess.run(

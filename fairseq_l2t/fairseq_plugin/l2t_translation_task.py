@@ -161,10 +161,9 @@ class L2TTranslationTask(TranslationTask):
         device = next(student_module.parameters()).device
         self.teacher.to(device)
         reward_batches = self._reward_data()
-        reward = utils.move_to_cuda(reward_batches[(update_num // self.cfg.teacher_update_interval)
-                                                  % len(reward_batches)], device=device) \
-            if device.type == "cuda" else reward_batches[(update_num // self.cfg.teacher_update_interval)
-                                                         % len(reward_batches)]
+        reward = reward_batches[(update_num // self.cfg.teacher_update_interval) % len(reward_batches)]
+        if device.type == "cuda":
+            reward = utils.move_to_cuda(reward, device=device)
         student = FunctionalStudent(student_module)
         batch = (sample["net_input"], sample["target"])
         unroll = Unroll(
