@@ -130,9 +130,9 @@ def _training_gradients(unroll: Unroll, params: tuple[Tensor, ...], buffers: dic
     lprobs = F.log_softmax(logits, dim=-1)
     loss = unroll.teacher.loss(lprobs, target, phi, unroll.ignore_index)
     grads = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True)
-    wd = unroll.sgd.weight_decay
-    grads = [(torch.zeros_like(p) if g is None else g) + wd * p if wd else (torch.zeros_like(p) if g is None else g)
-             for p, g in zip(params, grads)]
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+    if unroll.sgd.weight_decay:
+        grads = [g + unroll.sgd.weight_decay * p for g, p in zip(grads, params)]
     return grads, lprobs, target
 
 

@@ -63,10 +63,9 @@ def train_student(
     online: OnlineTeaching | None = None,
     on_eval: Callable[[dict], None] | None = None,
     progress: bool = True,
-    start_step: int = 0,
     optimizer: torch.optim.SGD | None = None,
 ) -> StudentRun:
-    """Train `model` in place for steps [start_step, steps); evaluate every `eval_every` steps."""
+    """Train `model` in place for `steps` SGD steps; evaluate every `eval_every` steps."""
     if steps < 1 or eval_every < 1:
         raise ValueError(f"steps and eval_every must be >= 1, got {steps} and {eval_every}")
     optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=sgd.lr, momentum=sgd.momentum,
@@ -74,7 +73,7 @@ def train_student(
     run = StudentRun()
     started = time.perf_counter()
     model.train()
-    bar = tqdm(range(start_step, steps), desc=f"student[{loss.name}]", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(range(steps), desc=f"student[{loss.name}]", disable=not progress, dynamic_ncols=True)
     for step in bar:
         if online is not None and step % online.every == 0 and step + online.lookahead <= steps:
             _online_teacher_update(model, optimizer, loss, state, stream, step, online)
