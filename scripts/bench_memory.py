@@ -1,8 +1,9 @@
 """Peak-memory measurement for the benchmark scripts.
 
 On CUDA: torch's peak allocated bytes.  On the CPU torch keeps no such counter,
-so each measurement runs in a fresh child process and reports its peak resident
-memory (ru_maxrss) minus its resident memory just before the measured call.
+so each measurement runs in a fresh child process, resets the kernel's resident
+high-water mark (VmHWM, via /proc/self/clear_refs) just before the measured
+call, and reports that mark afterwards minus the resident memory before.
 """
 from __future__ import annotations
 
@@ -19,8 +20,17 @@ def current_rss_bytes() -> int:
         return int(handle.read().split()[1]) * resource.getpagesize()
 
 
+def reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+
+
 def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("/proc/self/status has no VmHWM line")
 
 
 def measure_in_child(script: str, args: list[str]) -> dict:
@@ -44,6 +54,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._before = torch.cuda.memory_allocated(self.device)
         else:
+            reset_peak_rss()
             self._before = current_rss_bytes()
         return self
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -52,26 +54,35 @@ def sync(device: torch.device) -> None:
 def time_forward_steps(model, stream, teacher, state, sgd, steps: int, device) -> float:
     """Seconds per ordinary training step under the teacher's loss (module + torch SGD)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
-    for warm in (True, False):
-        sync(device)
-        start = time.perf_counter()
-        for step in range(steps if not warm else 3):
-            x, y = stream.batch_at(step)
-            lprobs = F.log_softmax(model(x), -1)
-            with torch.no_grad():
-                phi = teacher(state.features(device=device))
-            loss = teacher.loss(lprobs, y, phi)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        sync(device)
+    sync(device)
+    start = time.perf_counter()
+    for step in range(steps):
+        x, y = stream.batch_at(step)
+        lprobs = F.log_softmax(model(x), -1)
+        with torch.no_grad():
+            phi = teacher(state.features(device=device))
+        loss = teacher.loss(lprobs, y, phi)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    sync(device)
     return (time.perf_counter() - start) / steps
+
+
+def time_engine(unroll, start_state, engine: str, snapshots: int, device) -> float:
+    """Seconds per step of one hypergradient (its forward pass and reverse pass together)."""
+    sync(device)
+    started = time.perf_counter()
+    hypergradient(unroll, start_state, engine, snapshots=snapshots)
+    sync(device)
+    return (time.perf_counter() - started) / unroll.steps
 
 
 def child(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     *_, unroll = setup(args.model, args.T[0], device)
     start_state = unroll.student.snapshot()
+    hypergradient(replace(unroll, steps=1), start_state, engine=args.engine, snapshots=args.snapshots)  # one-time allocations
     with PeakMemory(device) as peak:
         started = time.perf_counter()
         hypergradient(unroll, start_state, engine=args.engine, snapshots=args.snapshots)
@@ -85,6 +96,7 @@ def main() -> None:
     parser.add_argument("--T", type=int, nargs="+", default=[10, 50, 200], help="unroll lengths for memory")
     parser.add_argument("--timing-T", type=int, default=50, help="unroll length for the time ratio")
     parser.add_argument("--snapshots", type=int, default=8, help="snapshots of the checkpointed engine")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--engine", default="stored", help=argparse.SUPPRESS)
@@ -97,20 +109,21 @@ def main() -> None:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"student {args.model} ({n_params:,} parameters), MNIST-5k batches of 64, device {device}, "
           f"torch threads {torch.get_num_threads()}\n")
-    forward = time_forward_steps(model, stream, teacher, state, sgd, args.timing_T, device)
     start_state = unroll.student.snapshot()
-    hypergradient(unroll, start_state, "stored")  # warm-up
-    print(f"1) time per step, T = {args.timing_T} (forward = one ordinary training step, measured side by side)")
-    print(f"   forward training step: {1000 * forward:8.2f} ms")
+    time_forward_steps(model, stream, teacher, state, sgd, 3, device)  # warm-up
+    hypergradient(unroll, start_state, "stored")
+    samples = {"forward": [], "stored": [], "checkpointed": []}
+    for _ in range(args.rounds):  # interleaved, so that load on a shared machine hits every measurement alike
+        samples["forward"].append(time_forward_steps(model, stream, teacher, state, sgd, args.timing_T, device))
+        for engine in ("stored", "checkpointed"):
+            samples[engine].append(time_engine(unroll, start_state, engine, args.snapshots, device))
+    forward = statistics.median(samples["forward"])
+    print(f"1) time per step, T = {args.timing_T}, median of {args.rounds} interleaved rounds")
+    print(f"   forward training step (module + torch SGD): {1000 * forward:8.2f} ms")
     for engine in ("stored", "checkpointed"):
-        sync(device)
-        started = time.perf_counter()
-        hypergradient(unroll, start_state, engine, snapshots=args.snapshots)
-        sync(device)
-        per_step = (time.perf_counter() - started) / args.timing_T
-        reverse = per_step - forward
+        per_step = statistics.median(samples[engine])
         print(f"   {engine:12s} forward+reverse per step: {1000 * per_step:8.2f} ms  -> reverse/forward = "
-              f"{reverse / forward:5.2f}")
+              f"{(per_step - forward) / forward:5.2f}")
     print("   target: stored reverse/forward <= 3\n")
 
     print("2) peak extra memory of one hypergradient (fresh process per cell)")
