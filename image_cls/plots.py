@@ -53,12 +53,16 @@ def plot_loss_matrices(trace_path: str | Path, out: str | Path, stages: int = 4)
     deltas = [trace[i]["W"] - torch.eye(trace[i]["W"].shape[0]) for i in picks]
     limit = max(float(d.abs().max()) for d in deltas) or 1.0
     fig, axes = plt.subplots(1, len(picks), figsize=(3.6 * len(picks), 3.6), squeeze=False)
+    classes = deltas[0].shape[0]
     for ax, i, delta in zip(axes[0], picks, deltas):
         image = ax.imshow(delta.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
         gates = ", ".join(f"{g:.2f}" for g in trace[i]["gates"].tolist())
         ax.set_title(f"step {trace[i]['step']}\ngates [{gates}]", fontsize=9)
         ax.set_xlabel("gold class y")
-        ax.set_ylabel("class i (weight on log p_i)")
+        if classes <= 20:
+            ax.set_xticks(range(classes))
+            ax.set_yticks(range(classes))
+    axes[0][0].set_ylabel("class i (weight on log p_i)")
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="W[i, y] - I")
     fig.suptitle("loss matrix handed out by the teacher (0 everywhere = cross-entropy)", fontsize=10)
     return _save(fig, out)
