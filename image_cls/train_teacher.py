@@ -74,19 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    if args.steps_per_round % args.episode_steps:
-        fail(f"--steps-per-round ({args.steps_per_round}) must be a multiple of --episode-steps "
-             f"({args.episode_steps})")
+    try:  # the config validates itself; checked before any data is loaded
+        config = TeacherTrainingConfig(
+            model=args.model, sgd=sgd_config(args), batch_size=args.batch_size, rounds=args.rounds,
+            steps_per_round=args.steps_per_round, episode_steps=args.episode_steps,
+            pretrain_steps=args.pretrain_steps or 0, engine=args.engine, snapshots=args.snapshots,
+            teacher_lr=args.teacher_lr, dev_objective=args.dev_objective, max_grad_norm=args.max_grad_norm,
+            same_student=args.same_student, seed=args.seed)
+    except ValueError as err:
+        fail(str(err))
     device = resolve_device(args.device)
     try:
         splits = load_splits(args.dataset, args.data_root, args.seed, args.download)
     except (DatasetUnavailable, ValueError) as err:
         fail(str(err))
-    config = TeacherTrainingConfig(
-        model=args.model, sgd=sgd_config(args), batch_size=args.batch_size, rounds=args.rounds,
-        steps_per_round=args.steps_per_round, episode_steps=args.episode_steps, pretrain_steps=args.pretrain_steps or 0,
-        engine=args.engine, snapshots=args.snapshots, teacher_lr=args.teacher_lr, dev_objective=args.dev_objective,
-        max_grad_norm=args.max_grad_norm, same_student=args.same_student, seed=args.seed)
     seed_everything(args.seed)
     features = StudentState(splits.num_classes, 1, per_class=args.per_class_features).feature_names
     structure = (DenseStructure(splits.num_classes) if args.structure == "dense"
