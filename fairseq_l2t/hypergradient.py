@@ -17,6 +17,13 @@ Reverse step t, with (dw, dv) the adjoints of (w_{t+1}, v_{t+1}):
     dtheta += ds/dtheta;  dw <- dw + ds/dw;  dv <- momentum * dv'
 
 State features are data: the teacher's gradient comes only from M.
+
+Data parallelism: with `Unroll.grad_sync` each process holds a shard of every
+training batch and g = sync(grad of its shard's loss) + wd * w.  sync is
+linear and every rank holds the same w, v and adjoints, so the reverse step
+syncs its pulled terms the same way and adds the weight-decay term once,
+locally.  With `dev_sync` (a sum over ranks) each rank may hold a different
+share of the dev set.  Every rank then computes the same hypergradient.
 BatchNorm running statistics are constants in the derivative (as in PyTorch,
 where their update is not differentiable); the dev objective uses eval mode.
 """
@@ -52,6 +59,12 @@ class Unroll:
     replays recorded state features instead of reading the tracker: the
     hypergradient is by definition taken with the features held at their
     values, and this is how finite differences check it.
+
+    grad_sync turns this rank's gradient of its training loss into the
+    global gradient; it must be linear (e.g. a mean over ranks of equal
+    shards' mean losses, or a sum when the per-rank losses sum to the global
+    loss).  dev_sync sums a list of tensors over ranks, so that ranks may
+    hold different dev shards.  The "unrolled" engine supports neither.
     """
 
     student: FunctionalStudent
@@ -65,6 +78,8 @@ class Unroll:
     ignore_index: int | None = None
     rng_seed: int | None = None
     features: Sequence[Tensor] | None = None
+    grad_sync: Callable[[list[Tensor]], list[Tensor]] | None = None
+    dev_sync: Callable[[list[Tensor]], list[Tensor]] | None = None
 
     def __post_init__(self):
         if self.steps < 1:
@@ -97,6 +112,8 @@ def hypergradient(unroll: Unroll, start: StudentSnapshot, engine: str = "stored"
     if engine not in ENGINES:
         raise ValueError(f"unknown hypergradient engine {engine!r}; choose from {ENGINES}")
     if engine == "unrolled":
+        if unroll.grad_sync is not None or unroll.dev_sync is not None:
+            raise ValueError("the unrolled engine is single-process; use stored or checkpointed with grad_sync")
         return _unrolled(unroll, start)
     if snapshots < 1:
         raise ValueError(f"checkpointed engine needs at least 1 snapshot, got {snapshots}")
@@ -123,7 +140,11 @@ def _step_context(seed: int | None, step: int, device: torch.device) -> Iterator
 
 def _training_gradients(unroll: Unroll, params: tuple[Tensor, ...], buffers: dict[str, Tensor], step: int,
                         phi: LossParams, create_graph: bool) -> tuple[list[Tensor], Tensor, Tensor]:
-    """g(w_t) = grad L_phi(w_t; B_t) + wd * w_t, and the batch's log-probabilities."""
+    """g(w_t) = grad L_phi(w_t; B_t) + wd * w_t, and the batch's log-probabilities.
+
+    With grad_sync, only this rank's grad L_phi (no weight decay, not synced),
+    which the forward step passes to _synced_step_direction.
+    """
     inputs, target = unroll.batch_at(step)
     with _step_context(unroll.rng_seed, step, target.device):
         logits = unroll.student.logits(params, buffers, inputs, train=True)
@@ -131,9 +152,17 @@ def _training_gradients(unroll: Unroll, params: tuple[Tensor, ...], buffers: dic
     loss = unroll.teacher.loss(lprobs, target, phi, unroll.ignore_index)
     grads = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True)
     grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-    if unroll.sgd.weight_decay:
+    if unroll.sgd.weight_decay and unroll.grad_sync is None:
         grads = [g + unroll.sgd.weight_decay * p for g, p in zip(grads, params)]
     return grads, lprobs, target
+
+
+def _synced_step_direction(unroll: Unroll, local_grads: list[Tensor], params: tuple[Tensor, ...]) -> list[Tensor]:
+    """The global g(w_t): synced training-loss gradient, then weight decay once (constants: no graph)."""
+    grads = unroll.grad_sync([g.detach() for g in local_grads])
+    if unroll.sgd.weight_decay:
+        grads = [g + unroll.sgd.weight_decay * p.detach() for g, p in zip(grads, params)]
+    return grads
 
 
 @dataclass
@@ -147,21 +176,23 @@ def _advance(unroll: Unroll, state: StudentSnapshot, step: int, phi: LossParams,
     """One SGD step of the student.
 
     differentiable=True keeps the graph through the new state (naive unrolling);
-    keep_graph=True returns (w_t, g(w_t)) with g's graph, so that the reverse
-    pass can reuse it instead of recomputing the step (the stored engine does
+    keep_graph=True returns (w_t, g(w_t)) with g's graph (with grad_sync: this
+    rank's unsynced loss gradient), so that the reverse pass can reuse it instead of recomputing the step (the stored engine does
     this for the last step: for a one-step lookahead it saves a whole pass).
     """
     params = state.params if differentiable else tuple(p.detach().requires_grad_() for p in state.params)
     buffers = {k: b.clone() for k, b in state.buffers.items()}
     grads, lprobs, target = _training_gradients(unroll, params, buffers, step, phi,
                                                 create_graph=differentiable or keep_graph)
+    kept = _KeptGraph(params, grads) if keep_graph else None
+    if unroll.grad_sync is not None:
+        grads = _synced_step_direction(unroll, grads, params)
     sgd = unroll.sgd
     velocity = tuple(sgd.momentum * v + g for v, g in zip(state.velocity, grads))
     new_params = tuple(p - sgd.lr * v for p, v in zip(params, velocity))
     if not differentiable:
         new_params = tuple(p.detach() for p in new_params)
         velocity = tuple(v.detach() for v in velocity)
-    kept = _KeptGraph(params, grads) if keep_graph else None
     return StudentSnapshot(new_params, velocity, buffers), lprobs.detach(), target, kept
 
 
@@ -179,6 +210,19 @@ def _dev_value(unroll: Unroll, params: tuple[Tensor, ...], buffers: dict[str, Te
         total = values.sum() if total is None else total + values.sum()
         count += values.numel()
     return total, count
+
+
+def _dev_objective(unroll: Unroll, params: tuple[Tensor, ...], buffers: dict[str, Tensor],
+                   with_seed: bool = True) -> tuple[float, list[Tensor]]:
+    """M and, if with_seed, dM/dw (the reverse pass's seed); over all ranks' dev shards with dev_sync."""
+    total, count = _dev_value(unroll, params, buffers)
+    if unroll.dev_sync is None:
+        mean = total / count
+        return mean.item(), _grad_or_zeros(mean, params) if with_seed else []
+    local_seed = _grad_or_zeros(total, params) if with_seed else []
+    local_count = torch.tensor(float(count), dtype=total.dtype, device=total.device)
+    *seed, total, count = unroll.dev_sync([*local_seed, total.detach(), local_count])
+    return (total / count).item(), [g / count for g in seed]
 
 
 def _features_at(unroll: Unroll, tracker: StudentState, step: int) -> Tensor:
@@ -214,7 +258,12 @@ class _Adjoint:
 
 def _reverse_step(unroll: Unroll, state: StudentSnapshot, step: int, features: Tensor, adjoint: _Adjoint,
                   theta: tuple[Tensor, ...], kept: _KeptGraph | None = None) -> None:
-    """Pull (dw, dv) from step+1 back to step and add this step's share of dtheta."""
+    """Pull (dw, dv) from step+1 back to step and add this step's share of dtheta.
+
+    With grad_sync the kept/recomputed gradients are this rank's training-loss
+    gradients: their pulled terms are synced like the forward gradients and
+    the weight-decay term wd * dv' is added once, locally.
+    """
     sgd = unroll.sgd
     if kept is None:
         params = tuple(p.detach().requires_grad_() for p in state.params)
@@ -225,6 +274,10 @@ def _reverse_step(unroll: Unroll, state: StudentSnapshot, step: int, features: T
     dv_total = [dv - sgd.lr * dw for dv, dw in zip(adjoint.dv, adjoint.dw)]
     inner = sum((g * d).sum() for g, d in zip(grads, dv_total))
     pulled = torch.autograd.grad(inner, params + theta, allow_unused=True)
+    if unroll.grad_sync is not None:
+        pulled = unroll.grad_sync([torch.zeros_like(x) if g is None else g for x, g in zip(params + theta, pulled)])
+        if sgd.weight_decay:
+            pulled[: len(params)] = [g + sgd.weight_decay * d for g, d in zip(pulled[: len(params)], dv_total)]
     for i, g in enumerate(pulled[: len(params)]):
         if g is not None:
             adjoint.dw[i] = adjoint.dw[i] + g
@@ -282,8 +335,8 @@ def run_unroll(unroll: Unroll, start: StudentSnapshot) -> tuple[float, StudentSn
     """Forward only: M(w_T), the final student and its tracker (no hypergradient)."""
     trajectory = _forward(unroll, start, store_all=False)
     with torch.no_grad():
-        total, count = _dev_value(unroll, trajectory.final.params, dict(trajectory.final.buffers))
-    return (total / count).item(), trajectory.final, trajectory.tracker
+        value, _ = _dev_objective(unroll, trajectory.final.params, dict(trajectory.final.buffers), with_seed=False)
+    return value, trajectory.final, trajectory.tracker
 
 
 def _grad_or_zeros(output: Tensor, inputs: tuple[Tensor, ...]) -> list[Tensor]:
@@ -299,8 +352,8 @@ def _reverse_mode(unroll: Unroll, start: StudentSnapshot, store_all: bool, snaps
     trajectory = _forward(unroll, start, store_all)
     features, phis, stored, final = trajectory.features, trajectory.phis, trajectory.stored, trajectory.final
     params = tuple(p.detach().requires_grad_() for p in final.params)
-    total, count = _dev_value(unroll, params, {k: b.clone() for k, b in final.buffers.items()})
-    adjoint = _Adjoint(_grad_or_zeros(total / count, params), final.velocity, theta)
+    value, seed = _dev_objective(unroll, params, {k: b.clone() for k, b in final.buffers.items()})
+    adjoint = _Adjoint(seed, final.velocity, theta)
 
     if store_all:
         for step in reversed(range(unroll.steps)):
@@ -328,4 +381,4 @@ def _reverse_mode(unroll: Unroll, start: StudentSnapshot, store_all: bool, snaps
 
         reverse_segment(0, unroll.steps, start.detached(), snapshots)
 
-    return HypergradResult((total / count).item(), tuple(adjoint.dtheta), final, trajectory.tracker, features)
+    return HypergradResult(value, tuple(adjoint.dtheta), final, trajectory.tracker, features)

@@ -7,10 +7,10 @@ started from where training is now.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .dev_objectives import DevObjective
 from .functional_student import FunctionalStudent, SGDConfig
@@ -30,14 +30,20 @@ def lookahead_hypergradient(
     engine: str = "stored",
     ignore_index: int | None = None,
     rng_seed: int | None = None,
+    grad_sync: Callable[[list[Tensor]], list[Tensor]] | None = None,
+    dev_sync: Callable[[list[Tensor]], list[Tensor]] | None = None,
 ) -> HypergradResult:
-    """dM/dtheta after len(batches) lookahead steps from the live student."""
+    """dM/dtheta after len(batches) lookahead steps from the live student.
+
+    Data-parallel: batches and dev_batches are this rank's shards; grad_sync
+    and dev_sync are as in `Unroll`.
+    """
     if len(batches) < 1:
         raise ValueError("the lookahead needs at least one training batch")
     student = FunctionalStudent(module)
     unroll = Unroll(
         student=student, teacher=teacher, sgd=SGDConfig.from_optimizer(optimizer), steps=len(batches),
         batch_at=batches.__getitem__, dev_batches=dev_batches, dev_objective=dev_objective, tracker=tracker,
-        ignore_index=ignore_index, rng_seed=rng_seed,
+        ignore_index=ignore_index, rng_seed=rng_seed, grad_sync=grad_sync, dev_sync=dev_sync,
     )
     return hypergradient(unroll, student.snapshot(optimizer), engine=engine)

@@ -12,11 +12,14 @@ objective at the end of an unroll.
 | 3     | dev_measure      | latest dev measure in [0, 1] (accuracy, or BLEU / 100)      |
 | 4..   | class_accuracy_c | optional: EMA of accuracy on targets of class c, c < C      |
 
-EMAs start at the first observed value (no bias towards zero).
+EMAs start at the first observed value (no bias towards zero).  With `sync`
+(data parallelism: a sum over ranks, such as distributed.all_reduce_sum) every
+rank observes the global batch, so all ranks read the same features.
 """
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -29,7 +32,7 @@ class StudentState:
     """Running statistics of a training student, turned into teacher features."""
 
     def __init__(self, num_classes: int, total_steps: int, ema_decay: float = 0.9, per_class: bool = False,
-                 ignore_index: int | None = None):
+                 ignore_index: int | None = None, sync: Callable[[list[Tensor]], list[Tensor]] | None = None):
         if total_steps < 1:
             raise ValueError(f"total_steps must be >= 1, got {total_steps}")
         if not 0.0 <= ema_decay < 1.0:
@@ -39,6 +42,7 @@ class StudentState:
         self.ema_decay = ema_decay
         self.per_class = per_class
         self.ignore_index = ignore_index
+        self.sync = sync
         self.step = 0
         self.train_loss: float | None = None
         self.train_accuracy: float | None = None
@@ -80,20 +84,44 @@ class StudentState:
         if self.ignore_index is not None:
             keep = target.ne(self.ignore_index)
             target, target_lprob, correct = target[keep], target_lprob[keep], correct[keep]
+        if self.sync is not None:
+            self._observe_global(target, target_lprob, correct)
+            return
         if target.numel() == 0:
             return
         loss = -target_lprob.mean().item()
         self.train_loss = self._ema(self.train_loss, loss)
         self.train_accuracy = self._ema(self.train_accuracy, correct.mean().item())
         if self.per_class:
-            counts = torch.bincount(target.cpu(), minlength=self.num_classes).double()
-            hits = torch.bincount(target.cpu(), weights=correct.cpu(), minlength=self.num_classes)
-            present = counts > 0
-            batch_acc = hits[present] / counts[present]
-            old = self.class_accuracy[present]
-            seen = self.class_seen[present]
-            self.class_accuracy[present] = torch.where(seen, self.ema_decay * old + (1 - self.ema_decay) * batch_acc, batch_acc)
-            self.class_seen |= present
+            counts, hits = self._class_counts(target, correct)
+            self._update_class_accuracy(counts, hits)
+
+    def _observe_global(self, target: Tensor, target_lprob: Tensor, correct: Tensor) -> None:
+        """The EMA update from the sums over every rank's shard (one collective)."""
+        kept = torch.tensor([float(target.numel())], dtype=torch.float64, device=target_lprob.device)
+        parts = [target_lprob.sum().reshape(1), correct.sum().reshape(1), kept]
+        if self.per_class:
+            parts += [c.to(kept.device) for c in self._class_counts(target, correct)]
+        sums = self.sync([torch.cat(parts)])[0].cpu()
+        if sums[2] == 0:
+            return
+        self.train_loss = self._ema(self.train_loss, -(sums[0] / sums[2]).item())
+        self.train_accuracy = self._ema(self.train_accuracy, (sums[1] / sums[2]).item())
+        if self.per_class:
+            self._update_class_accuracy(sums[3:3 + self.num_classes], sums[3 + self.num_classes:])
+
+    def _class_counts(self, target: Tensor, correct: Tensor) -> tuple[Tensor, Tensor]:
+        counts = torch.bincount(target.cpu(), minlength=self.num_classes).double()
+        hits = torch.bincount(target.cpu(), weights=correct.cpu(), minlength=self.num_classes)
+        return counts, hits
+
+    def _update_class_accuracy(self, counts: Tensor, hits: Tensor) -> None:
+        present = counts > 0
+        batch_acc = hits[present] / counts[present]
+        old = self.class_accuracy[present]
+        seen = self.class_seen[present]
+        self.class_accuracy[present] = torch.where(seen, self.ema_decay * old + (1 - self.ema_decay) * batch_acc, batch_acc)
+        self.class_seen |= present
 
     def observe_dev(self, measure: float) -> None:
         """Record the latest dev measure, already scaled to [0, 1]."""
@@ -122,6 +150,7 @@ class StudentState:
             self.class_seen = state["class_seen"].clone()
 
     def copy(self) -> "StudentState":
-        twin = StudentState(self.num_classes, self.total_steps, self.ema_decay, self.per_class, self.ignore_index)
+        twin = StudentState(self.num_classes, self.total_steps, self.ema_decay, self.per_class, self.ignore_index,
+                            self.sync)
         twin.load_state_dict(self.state_dict())
         return twin

@@ -1,0 +1,117 @@
+"""Data parallelism: 2 gloo processes on CPU must reproduce the 1-process results."""
+import dataclasses
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from fairseq_l2t import distributed
+from fairseq_l2t.hypergradient import hypergradient, run_unroll
+from fairseq_l2t.state_features import StudentState
+from hypergrad_helpers import NUM_CLASSES, make_unroll, perturbed_teacher, relative_error, tiny_mlp
+
+WORLD = 2
+DEV_SPLIT = 13  # rank 0 holds 13 of the 20 dev examples, rank 1 the other 7: unequal dev shards
+ENGINES = (("stored", 8), ("checkpointed", 2))
+
+
+def full_unroll():
+    torch.manual_seed(0)
+    return make_unroll(tiny_mlp(), perturbed_teacher(), steps=6)
+
+
+def sharded_unroll(rank: int):
+    """Rank `rank`'s half of every training batch and its unequal share of the dev set."""
+    full = full_unroll()
+    half = 8 // WORLD  # make_unroll's batches hold 8 examples
+
+    def batch_at(t):
+        x, y = full.batch_at(t)
+        return x[rank * half:(rank + 1) * half], y[rank * half:(rank + 1) * half]
+
+    dev_x = torch.cat([x for x, _ in full.dev_batches])
+    dev_y = torch.cat([y for _, y in full.dev_batches])
+    rows = slice(0, DEV_SPLIT) if rank == 0 else slice(DEV_SPLIT, None)
+    tracker = StudentState(NUM_CLASSES, full.tracker.total_steps, sync=distributed.all_reduce_sum)
+    return dataclasses.replace(full, batch_at=batch_at, dev_batches=[(dev_x[rows], dev_y[rows])], tracker=tracker,
+                               grad_sync=distributed.all_reduce_mean, dev_sync=distributed.all_reduce_sum)
+
+
+def _core_worker(rank: int, rendezvous: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD)
+    try:
+        assert distributed.is_distributed() and distributed.rank() == rank and distributed.world_size() == WORLD
+        unroll = sharded_unroll(rank)
+        start = unroll.student.snapshot()
+        results = {}
+        for engine, snapshots in ENGINES:
+            result = hypergradient(unroll, start, engine, snapshots=snapshots)
+            distributed.check_identical(result.teacher_grads, f"{engine} teacher gradients")
+            results[engine] = {"grads": result.teacher_grads, "value": result.dev_objective,
+                               "final": result.final.params, "features": result.tracker.features(torch.float64)}
+        results["forward_only"] = run_unroll(unroll, start)[0]
+        with pytest.raises(ValueError, match="single-process"):
+            hypergradient(unroll, start, "unrolled")
+        per_class = StudentState(NUM_CLASSES, 10, per_class=True, sync=distributed.all_reduce_sum).copy()
+        lprobs = torch.log_softmax(torch.arange(24.0, dtype=torch.float64).reshape(8, 3).sin(), -1)
+        target = torch.tensor([0, 1, 2, 0, 1, 1, 2, 0])
+        per_class.observe_batch(lprobs[rank * 4:(rank + 1) * 4], target[rank * 4:(rank + 1) * 4])
+        results["per_class_features"] = per_class.features(torch.float64)
+        mixed = distributed.all_reduce_sum([torch.tensor([rank + 1.0], dtype=torch.float64),
+                                            torch.tensor([[rank + 0.5]], dtype=torch.float32)])
+        results["mixed_sum"] = mixed
+        with pytest.raises(RuntimeError, match="differ between ranks"):
+            distributed.check_identical([torch.tensor([float(rank)])], "rank-dependent tensors")
+        torch.save(results, out + f".{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def two_process_results(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("core")
+    out = str(folder / "result")
+    mp.spawn(_core_worker, args=(str(folder / "rendezvous"), out), nprocs=WORLD, join=True)
+    return [torch.load(out + f".{rank}", weights_only=False) for rank in range(WORLD)]
+
+
+@pytest.mark.parametrize("engine,snapshots", ENGINES)
+def test_two_shards_give_the_full_batch_hypergradient_on_every_rank(two_process_results, engine, snapshots):
+    unroll = full_unroll()
+    reference = hypergradient(unroll, unroll.student.snapshot(), engine, snapshots=snapshots)
+    flat = torch.cat([g.reshape(-1) for g in reference.teacher_grads])
+    assert flat.abs().max() > 1e-4
+    for rank, results in enumerate(two_process_results):
+        mine = results[engine]
+        assert relative_error(torch.cat([g.reshape(-1) for g in mine["grads"]]), flat) < 1e-10, rank
+        assert mine["value"] == pytest.approx(reference.dev_objective, rel=1e-12)
+        for a, b in zip(mine["final"], reference.final.params):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(mine["features"], reference.tracker.features(torch.float64), rtol=1e-12, atol=0)
+    first, second = (results[engine]["grads"] for results in two_process_results)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))  # bit-identical across ranks
+
+
+def test_forward_only_state_features_and_reductions_match_one_process(two_process_results):
+    unroll = full_unroll()
+    value = run_unroll(unroll, unroll.student.snapshot())[0]
+    single = StudentState(NUM_CLASSES, 10, per_class=True)
+    lprobs = torch.log_softmax(torch.arange(24.0, dtype=torch.float64).reshape(8, 3).sin(), -1)
+    single.observe_batch(lprobs, torch.tensor([0, 1, 2, 0, 1, 1, 2, 0]))
+    for results in two_process_results:
+        assert results["forward_only"] == pytest.approx(value, rel=1e-12)
+        torch.testing.assert_close(results["per_class_features"], single.features(torch.float64), rtol=1e-12, atol=0)
+        total64, total32 = results["mixed_sum"]
+        assert total64.dtype == torch.float64 and total64.item() == 3.0
+        assert total32.dtype == torch.float32 and total32.shape == (1, 1) and total32.item() == 2.0
+
+
+def test_helpers_are_copies_outside_a_process_group():
+    tensors = [torch.ones(2), torch.zeros(1, dtype=torch.float64)]
+    for reduce in (distributed.all_reduce_sum, distributed.all_reduce_mean):
+        out = reduce(tensors)
+        assert all(torch.equal(a, b) and a is not b for a, b in zip(out, tensors))
+    assert not distributed.is_distributed() and distributed.rank() == 0 and distributed.world_size() == 1
+    distributed.check_identical(tensors, "anything")  # nothing to compare against
+    assert distributed.checksum([torch.ones(2)]) != distributed.checksum([torch.ones(2, dtype=torch.float64)])
