@@ -4,12 +4,16 @@ error when a file is missing, truncated or of the wrong kind."""
 from __future__ import annotations
 
 import os
+import random
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fairseq_l2t.teacher import Teacher
+
+from .non_finite import first_non_finite
 
 
 class CheckpointError(RuntimeError):
@@ -31,6 +35,16 @@ def save_atomic(obj: dict, path: str | Path) -> None:
         raise
 
 
+def save_finite(obj: dict, path: str | Path, unchecked: tuple[str, ...] = ("args", "history", "loss_snapshots")) -> None:
+    """save_atomic, but refuse (FloatingPointError) a checkpoint with a non-finite tensor outside the logs, so
+    a run that blew up keeps its last good file."""
+    bad = first_non_finite({k: v for k, v in obj.items() if k not in unchecked})
+    if bad is not None:
+        raise FloatingPointError(f"{bad} is not finite; refusing to overwrite {path} with a poisoned checkpoint "
+                                 f"(the last good one is kept): lower the learning rates")
+    save_atomic(obj, path)
+
+
 def load_checkpoint(path: str | Path, kind: str) -> dict:
     """Load a checkpoint written by this package; `kind` is 'teacher' or 'student'."""
     path = Path(path)
@@ -46,6 +60,23 @@ def load_checkpoint(path: str | Path, kind: str) -> dict:
         raise CheckpointError(f"{path} is not a {kind} checkpoint (found {found!r}); pass a file written by "
                               f"l2t-image-train-{kind}")
     return obj
+
+
+def rng_state() -> dict:
+    """Every RNG a training step may draw from (dropout, augmentation helpers): saved so a resume replays them."""
+    name, keys, position, has_gauss, gauss = np.random.get_state()  # as tensors and numbers: weights-only loadable
+    return {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss,
+                                                   gauss), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    name, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def teacher_payload(teacher: Teacher) -> dict:

@@ -7,6 +7,7 @@ import math
 import random
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -14,7 +15,8 @@ import torch
 from fairseq_l2t.functional_student import SGDConfig
 
 from .data import DATASET_NAMES
-from .models import MODEL_NAMES
+from .models import MODEL_NAMES, WRN_PATTERN, parse_wrn
+from .non_finite import DEFAULT_LIMIT
 
 
 def positive_float(text: str) -> float:
@@ -38,6 +40,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def _number(text: str, kind: type):
     try:
         value = kind(text)
@@ -49,9 +58,23 @@ def _number(text: str, kind: type):
 
 
 def model_name(text: str) -> str:
-    if text in MODEL_NAMES or text.startswith("wrn-"):
+    """A student name that build_model accepts, checked at parse time (before any data or output)."""
+    if text in MODEL_NAMES and text != WRN_PATTERN:
+        return text
+    if text.startswith("wrn-"):
+        try:
+            parse_wrn(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
         return text
     raise argparse.ArgumentTypeError(f"unknown model {text!r}; choose from {', '.join(MODEL_NAMES)}")
+
+
+def open_unit_float(text: str) -> float:
+    value = _number(text, float)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {text}")
+    return value
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -82,6 +105,21 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def add_durability_args(parser: argparse.ArgumentParser, unit: str, default_every: int) -> None:
+    """--save-every / --resume / --max-non-finite: surviving kills and NaNs (`unit`: steps or episodes)."""
+    group = parser.add_argument_group("checkpoints and non-finite values")
+    group.add_argument("--save-every", type=non_negative_int, default=default_every,
+                       help=f"write OUT/checkpoint_last.pt every N {unit} (atomically; 0: never; default: "
+                            f"%(default)s); it is deleted once the run has finished")
+    group.add_argument("--resume", action="store_true",
+                       help="continue from OUT/checkpoint_last.pt with the same options; the result is "
+                            "bit-identical to an uninterrupted run")
+    group.add_argument("--max-non-finite", type=positive_int, default=DEFAULT_LIMIT,
+                       help="NaN/Inf teacher outputs and hypergradients are skipped (the student keeps the last "
+                            "finite loss, the teacher its parameters); this many in a row stop the run "
+                            "(default: %(default)s)")
+
+
 def sgd_config(args: argparse.Namespace) -> SGDConfig:
     try:
         return SGDConfig(args.lr, args.momentum, args.weight_decay)
@@ -109,13 +147,20 @@ def fail(message: str) -> None:
 
 
 class CsvLog:
-    """Rows appended to a CSV file, flushed per row so a crash loses nothing."""
+    """Rows appended to a CSV file, flushed per row so a crash loses nothing.
 
-    def __init__(self, path: str | Path):
+    The file starts afresh with `rows` (a resumed run's rows up to its
+    checkpoint), so rows logged after the checkpoint by a killed run never
+    appear twice.
+    """
+
+    def __init__(self, path: str | Path, rows: Sequence[dict] = ()):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fields: list[str] | None = None
         self.path.unlink(missing_ok=True)
+        for row in rows:
+            self(row)
 
     def __call__(self, row: dict) -> None:
         new = self._fields is None

@@ -140,9 +140,11 @@ def _torchvision_sets(name: str, root: str, download: bool) -> tuple[ImageSet, I
     dataset_class = {"mnist": datasets.MNIST, "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
     try:
         train, test = (dataset_class(root, train=is_train, download=download) for is_train in (True, False))
-    except (RuntimeError, OSError) as err:
+    except Exception as err:  # torchvision reports unreadable files with assorted exception types
         detail = " ".join(str(err).split())[:300]
-        why = "download failed" if download else "files not found and download is off"
+        missing = isinstance(err, RuntimeError) and "not found" in str(err)
+        why = ("download failed" if download else "files not found and download is off" if missing
+               else "files are corrupt or truncated (delete them)")
         raise DatasetUnavailable(
             f"dataset {name} is not available under {root!r}: {why} ({type(err).__name__}: {detail}); fix: {OFFLINE_FIX}"
         ) from err

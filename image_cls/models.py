@@ -176,7 +176,7 @@ def _kaiming_init(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def _parse_wrn(name: str) -> tuple[int, int]:
+def parse_wrn(name: str) -> tuple[int, int]:
     """(depth, widen factor) of 'wrn-DEPTH-WIDTH', or ValueError saying what is wrong."""
     match = _WRN_NAME.fullmatch(name)
     if match is None:
@@ -204,5 +204,5 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int, 
         return LeNet(in_channels, image_size, num_classes)
     if name in _RESNET_DEPTHS:
         return CifarResNet(_RESNET_DEPTHS[name], in_channels, num_classes)
-    depth, width = _parse_wrn(name)
+    depth, width = parse_wrn(name)
     return WideResNet(depth, width, in_channels, num_classes, dropout)

@@ -9,13 +9,16 @@ from torch import Tensor
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import Teacher
 
+from .non_finite import DEFAULT_LIMIT, NonFiniteCounter
+
 LOSS_NAMES = ("ce", "label_smoothing", "teacher")
 
 
 class StudentLoss:
     """Callable (lprobs, target, state) -> scalar loss; never trains the teacher."""
 
-    def __init__(self, name: str, label_smoothing: float = 0.1, teacher: Teacher | None = None):
+    def __init__(self, name: str, label_smoothing: float = 0.1, teacher: Teacher | None = None,
+                 max_non_finite: int = DEFAULT_LIMIT):
         if name not in LOSS_NAMES:
             raise ValueError(f"unknown loss {name!r}; choose from {LOSS_NAMES}")
         if name == "teacher" and teacher is None:
@@ -25,6 +28,8 @@ class StudentLoss:
         self.name = name
         self.label_smoothing = label_smoothing
         self.teacher = teacher
+        self.non_finite_phi = NonFiniteCounter("teacher outputs", max_non_finite)
+        self.last_finite_phi: dict[str, Tensor] | None = None
 
     def __call__(self, lprobs: Tensor, target: Tensor, state: StudentState) -> Tensor:
         if self.name == "ce":
@@ -32,7 +37,26 @@ class StudentLoss:
         if self.name == "label_smoothing":
             nll = F.nll_loss(lprobs, target)
             return (1 - self.label_smoothing) * nll - self.label_smoothing * lprobs.mean(-1).mean()
+        return self.teacher.loss(lprobs, target, self.teacher_phi(state))
+
+    @torch.no_grad()
+    def teacher_phi(self, state: StudentState) -> dict[str, Tensor]:
+        """The teacher's loss parameters for `state`; a non-finite output is replaced by the last finite one."""
         param = next(self.teacher.parameters())
-        with torch.no_grad():
-            phi = self.teacher(state.features(param.dtype, param.device))
-        return self.teacher.loss(lprobs, target, phi)
+        phi = self.teacher(state.features(param.dtype, param.device))
+        where = f"student step {state.step}"
+        if self.non_finite_phi.record(all(bool(torch.isfinite(v).all()) for v in phi.values()), where):
+            self.last_finite_phi = {k: v.clone() for k, v in phi.items()}
+            return phi
+        if self.last_finite_phi is None:
+            raise FloatingPointError(f"the teacher's first loss (at {where}) is not finite and there is no earlier "
+                                     f"one to fall back on; the teacher checkpoint is broken: re-train it")
+        return self.last_finite_phi
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs to hand out the same losses (the fallback phi and the counters)."""
+        return {"non_finite_phi": self.non_finite_phi.state_dict(), "last_finite_phi": self.last_finite_phi}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.non_finite_phi.load_state_dict(state["non_finite_phi"])
+        self.last_finite_phi = state["last_finite_phi"]
