@@ -177,8 +177,9 @@ def _advance(unroll: Unroll, state: StudentSnapshot, step: int, phi: LossParams,
 
     differentiable=True keeps the graph through the new state (naive unrolling);
     keep_graph=True returns (w_t, g(w_t)) with g's graph (with grad_sync: this
-    rank's unsynced loss gradient), so that the reverse pass can reuse it instead of recomputing the step (the stored engine does
-    this for the last step: for a one-step lookahead it saves a whole pass).
+    rank's unsynced loss gradient), so that the reverse pass can reuse it
+    instead of recomputing the step (the stored engine does this for the last
+    step: for a one-step lookahead it saves a whole pass).
     """
     params = state.params if differentiable else tuple(p.detach().requires_grad_() for p in state.params)
     buffers = {k: b.clone() for k, b in state.buffers.items()}
