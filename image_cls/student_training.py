@@ -5,6 +5,8 @@ The loop mirrors the functional unroll of the teacher episodes step for step
 teacher here follows exactly the trajectory the teacher was trained on.
 Optionally the teacher keeps learning online: every `online_every` steps, a
 `lookahead`-step hypergradient from the live student updates it.
+Under torchrun the stream and the dev/test batches are this process's shards
+(see distributed.py); gradients and evaluations are reduced over processes.
 """
 from __future__ import annotations
 
@@ -24,7 +26,9 @@ from fairseq_l2t.online import lookahead_hypergradient
 from fairseq_l2t.state_features import StudentState
 
 from .data import BatchStream
+from .distributed import average_gradients, check_teacher, sync_teacher_grads, unroll_syncs
 from .evaluation import evaluate
+from .non_finite import NonFiniteCounter
 from .student_losses import StudentLoss
 
 Batches = Sequence[tuple[Tensor, Tensor]]
@@ -41,7 +45,15 @@ class OnlineTeaching:
     dev_batches: Batches
     engine: str = "stored"
     updates: int = 0
-    skipped_non_finite: int = 0
+    skipped: NonFiniteCounter = field(default_factory=lambda: NonFiniteCounter("hypergradients"))
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "updates": self.updates, "skipped": self.skipped.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.updates = state["updates"]
+        self.skipped.load_state_dict(state["skipped"])
 
 
 @dataclass
@@ -64,16 +76,26 @@ def train_student(
     on_eval: Callable[[dict], None] | None = None,
     progress: bool = True,
     optimizer: torch.optim.SGD | None = None,
+    start_step: int = 0,
+    run: StudentRun | None = None,
+    after_step: Callable[[int, StudentRun], None] | None = None,
 ) -> StudentRun:
-    """Train `model` in place for `steps` SGD steps; evaluate every `eval_every` steps."""
+    """Train `model` in place up to `steps` SGD steps; evaluate every `eval_every` steps.
+
+    A resumed run passes the restored `start_step` and `run` (its history so
+    far); `after_step(steps_done, run)` is where the caller saves checkpoints.
+    """
     if steps < 1 or eval_every < 1:
         raise ValueError(f"steps and eval_every must be >= 1, got {steps} and {eval_every}")
+    if not 0 <= start_step <= steps:
+        raise ValueError(f"start_step must be in [0, {steps}], got {start_step}")
     optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=sgd.lr, momentum=sgd.momentum,
                                              weight_decay=sgd.weight_decay)
-    run = StudentRun()
+    run = run if run is not None else StudentRun()
     started = time.perf_counter()
     model.train()
-    bar = tqdm(range(steps), desc=f"student[{loss.name}]", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(range(start_step, steps), desc=f"student[{loss.name}]", disable=not progress, dynamic_ncols=True,
+               initial=start_step, total=steps)
     for step in bar:
         if online is not None and step % online.every == 0 and step + online.lookahead <= steps:
             _online_teacher_update(model, optimizer, loss, state, stream, step, online)
@@ -85,17 +107,21 @@ def train_student(
                                      f"lower --lr or check the teacher")
         optimizer.zero_grad(set_to_none=True)
         value.backward()
+        average_gradients(model)
         optimizer.step()
         state.observe_batch(lprobs, target)
         if (step + 1) % eval_every == 0 or step + 1 == steps:
-            row = _eval_row(model, step + 1, state, dev_batches, test_batches, started, online)
+            row = _eval_row(model, step + 1, state, dev_batches, test_batches, started, online, loss)
             state.observe_dev(row["dev_accuracy"])
             run.history.append(row)
             if loss.teacher is not None:
                 run.loss_snapshots.append(_loss_snapshot(loss, state, step + 1))
-            bar.set_postfix(dev_acc=f"{row['dev_accuracy']:.4f}", train_loss=f"{row['train_loss']:.3f}")
+            bar.set_postfix(dev_acc=f"{row['dev_accuracy']:.4f}", train_loss=f"{row['train_loss']:.3f}",
+                            **_non_finite_postfix(loss, online))
             if on_eval is not None:
                 on_eval(row)
+        if after_step is not None:
+            after_step(step + 1, run)
     return run
 
 
@@ -103,18 +129,19 @@ def _online_teacher_update(model: nn.Module, optimizer: torch.optim.SGD, loss: S
                            stream: BatchStream, step: int, online: OnlineTeaching) -> None:
     batches = [stream.batch_at(step + i) for i in range(online.lookahead)]
     result = lookahead_hypergradient(model, optimizer, loss.teacher, state, batches, online.dev_batches,
-                                     online.dev_objective, engine=online.engine)
-    if not result.is_finite():
-        online.skipped_non_finite += 1
+                                     online.dev_objective, engine=online.engine, **unroll_syncs())
+    sync_teacher_grads(result)
+    if not online.skipped.record(result.is_finite(), f"the online update before student step {step}"):
         return
     online.optimizer.zero_grad(set_to_none=True)
     result.accumulate_into(loss.teacher)
     online.optimizer.step()
+    check_teacher(loss.teacher, f"the online update before student step {step}")
     online.updates += 1
 
 
 def _eval_row(model: nn.Module, step: int, state: StudentState, dev_batches: Batches, test_batches: Batches | None,
-              started: float, online: OnlineTeaching | None) -> dict:
+              started: float, online: OnlineTeaching | None, loss: StudentLoss) -> dict:
     dev = evaluate(model, dev_batches)
     row = {
         "step": step,
@@ -125,10 +152,18 @@ def _eval_row(model: nn.Module, step: int, state: StudentState, dev_batches: Bat
     if test_batches is not None:
         test = evaluate(model, test_batches)
         row.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
+    if loss.teacher is not None:
+        row["teacher_non_finite_phi"] = loss.non_finite_phi.total
     if online is not None:
-        row.update(teacher_updates=online.updates, teacher_skipped_non_finite=online.skipped_non_finite)
+        row.update(teacher_updates=online.updates, teacher_skipped_non_finite=online.skipped.total)
     row["seconds"] = time.perf_counter() - started
     return row
+
+
+def _non_finite_postfix(loss: StudentLoss, online: OnlineTeaching | None) -> dict:
+    """Progress-bar counters of replaced teacher outputs and skipped online updates (only when there are any)."""
+    counts = {"nonfinite_phi": loss.non_finite_phi.total, "skipped_updates": online.skipped.total if online else 0}
+    return {name: count for name, count in counts.items() if count}
 
 
 @torch.no_grad()

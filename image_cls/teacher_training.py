@@ -10,6 +10,11 @@ it later teaches a new student from scratch.  With steps_per_round equal to
 episode_steps and CE pretraining, every round is one episode from a
 pretrained student and, with same_student, the same student and batches every
 round: the authors' demo protocol.
+
+Under torchrun each process unrolls its slice of every batch with a mean
+gradient sync, on its share of the dev split (dev objective summed over
+processes): every process gets the 1-process hypergradient, and the teacher
+stays bit-identical across processes (checked after every update).
 """
 from __future__ import annotations
 
@@ -21,14 +26,17 @@ import torch
 from tqdm.auto import tqdm
 
 from fairseq_l2t.dev_objectives import get_dev_objective
-from fairseq_l2t.functional_student import FunctionalStudent, SGDConfig
+from fairseq_l2t.functional_student import FunctionalStudent, SGDConfig, StudentSnapshot
 from fairseq_l2t.hypergradient import Unroll, hypergradient
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import Teacher
 
-from .data import BatchStream, ImageSplits, eval_batches
+from .checkpoints import rng_state, set_rng_state
+from .data import BatchStream, ImageSplits
+from .distributed import check_teacher, shard_stream, sharded_eval_batches, state_sync, sync_teacher_grads, unroll_syncs
 from .evaluation import evaluate
 from .models import build_model
+from .non_finite import DEFAULT_LIMIT, NonFiniteCounter
 from .student_losses import StudentLoss
 from .student_training import train_student
 
@@ -50,9 +58,10 @@ class TeacherTrainingConfig:
     max_grad_norm: float = 0.0
     same_student: bool = False
     seed: int = 0
+    max_non_finite: int = DEFAULT_LIMIT
 
     def __post_init__(self):
-        for name in ("rounds", "steps_per_round", "episode_steps", "batch_size", "dev_batch_size"):
+        for name in ("rounds", "steps_per_round", "episode_steps", "batch_size", "dev_batch_size", "max_non_finite"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.steps_per_round % self.episode_steps:
@@ -71,27 +80,52 @@ def train_teacher(
     per_class_features: bool = False,
     on_episode: Callable[[dict], None] | None = None,
     progress: bool = True,
+    resume: dict | None = None,
+    after_episode: Callable[[dict], None] | None = None,
 ) -> torch.optim.Optimizer:
-    """Update `teacher` in place over config.rounds rounds; returns its optimizer (for checkpoints)."""
+    """Update `teacher` in place over config.rounds rounds; returns its optimizer (for checkpoints).
+
+    after_episode(progress) gets everything but the teacher that a resumed run
+    needs (round, episode, teacher optimizer, live student, RNG); passing that
+    dict back as `resume` continues exactly where it was taken.
+    """
     optimizer = torch.optim.Adam(teacher.parameters(), lr=config.teacher_lr)
-    dev_batches = eval_batches(splits.dev, config.dev_batch_size, splits.mean, splits.std, device)
+    skipped = NonFiniteCounter("hypergradients", config.max_non_finite)
+    dev_batches = sharded_eval_batches(splits.dev, config.dev_batch_size, splits.mean, splits.std, device)
     objective = get_dev_objective(config.dev_objective)
     episodes = config.steps_per_round // config.episode_steps
-    bar = tqdm(total=config.rounds * episodes, desc="teacher episodes", disable=not progress, dynamic_ncols=True)
+    start_round, start_episode = 0, 0
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        skipped.load_state_dict(resume["skipped"])
+        start_round, start_episode = divmod(resume["round"] * episodes + resume["episode"], episodes)
+    bar = tqdm(total=config.rounds * episodes, initial=start_round * episodes + start_episode,
+               desc="teacher episodes", disable=not progress, dynamic_ncols=True)
     started = time.perf_counter()
-    for round_index in range(config.rounds):
+    for round_index in range(start_round, config.rounds):
         student_index = 0 if config.same_student else round_index
+        mid_round = round_index == start_round and start_episode > 0
         model, stream, state, student_optimizer = fresh_student(splits, config, student_index, device, dev_batches,
-                                                                per_class_features)
+                                                                per_class_features, pretrain=not mid_round)
         student = FunctionalStudent(model)
         snapshot = student.snapshot(student_optimizer)
-        for episode in range(episodes):
+        if mid_round:
+            snapshot = StudentSnapshot(*(_to_device(resume["student"][k], device)
+                                         for k in ("params", "velocity", "buffers")))
+            student.load(snapshot)
+            state.load_state_dict(resume["student_state"])
+            set_rng_state(resume["rng"])
+        for episode in range(start_episode if mid_round else 0, episodes):
             offset = config.pretrain_steps + episode * config.episode_steps
             unroll = Unroll(student=student, teacher=teacher, sgd=config.sgd, steps=config.episode_steps,
                             batch_at=lambda t, offset=offset: stream.batch_at(offset + t), dev_batches=dev_batches,
-                            dev_objective=objective, tracker=state)
+                            dev_objective=objective, tracker=state, **unroll_syncs())
             result = hypergradient(unroll, snapshot, engine=config.engine, snapshots=config.snapshots)
-            finite = result.is_finite()
+            sync_teacher_grads(result)
+            where = f"round {round_index}, episode {episode}"
+            if not all(bool(torch.isfinite(p).all()) for p in result.final.params):
+                raise FloatingPointError(f"the student's parameters became non-finite in {where}; lower --lr")
+            finite = skipped.record(result.is_finite(), where)
             grad_norm = float(torch.cat([g.reshape(-1) for g in result.teacher_grads]).norm())
             if finite:
                 optimizer.zero_grad(set_to_none=True)
@@ -99,6 +133,7 @@ def train_teacher(
                 if config.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(teacher.parameters(), config.max_grad_norm)
                 optimizer.step()
+                check_teacher(teacher, where)
             snapshot, state = result.final, result.tracker
             student.load(snapshot)
             dev = evaluate(model, dev_batches)
@@ -108,29 +143,44 @@ def train_teacher(
                    "hypergradient_norm": grad_norm, "skipped_non_finite": int(not finite),
                    "seconds": time.perf_counter() - started}
             bar.update(1)
-            bar.set_postfix(M=f"{result.dev_objective:.4f}", dev_acc=f"{dev['accuracy']:.4f}")
+            bar.set_postfix(M=f"{result.dev_objective:.4f}", dev_acc=f"{dev['accuracy']:.4f}",
+                            **({"skipped": skipped.total} if skipped.total else {}))
             if on_episode is not None:
                 on_episode(row)
+            if after_episode is not None:
+                after_episode({"round": round_index, "episode": episode + 1, "optimizer": optimizer.state_dict(),
+                               "skipped": skipped.state_dict(), "student_state": state.state_dict(),
+                               "student": {"params": list(snapshot.params), "velocity": list(snapshot.velocity),
+                                           "buffers": snapshot.buffers}, "rng": rng_state()})
     bar.close()
     return optimizer
 
 
 def fresh_student(splits: ImageSplits, config: TeacherTrainingConfig, round_index: int, device: torch.device,
-                  dev_batches, per_class_features: bool = False):
-    """Round `round_index`'s student (optionally CE-pretrained): model, batch stream, state, SGD optimizer.
+                  dev_batches, per_class_features: bool = False, pretrain: bool = True):
+    """Round `round_index`'s student (CE-pretrained if config says so and `pretrain`): model, batch stream, state,
+    SGD optimizer.
 
     Its seed (init and batch order) is seed * 1000 + round, never the seed of
-    the students that the comparison evaluates.
+    the students that the comparison evaluates.  A resumed round overwrites
+    the student, so it skips the pretraining.
     """
     seed = config.seed * 1000 + round_index
     torch.manual_seed(seed)
     model = build_model(config.model, splits.num_classes, splits.in_channels, splits.image_size).to(device)
-    stream = BatchStream(splits.train, config.batch_size, seed, splits.mean, splits.std, splits.augment, device)
+    stream = shard_stream(BatchStream(splits.train, config.batch_size, seed, splits.mean, splits.std, splits.augment,
+                                      device))
     total = config.pretrain_steps + config.steps_per_round
-    state = StudentState(splits.num_classes, total_steps=total, per_class=per_class_features)
+    state = StudentState(splits.num_classes, total_steps=total, per_class=per_class_features, sync=state_sync())
     sgd = config.sgd
     optimizer = torch.optim.SGD(model.parameters(), lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
-    if config.pretrain_steps:
+    if config.pretrain_steps and pretrain:
         train_student(model, stream, config.pretrain_steps, sgd, StudentLoss("ce"), state, dev_batches,
                       eval_every=config.pretrain_steps, progress=False, optimizer=optimizer)
     return model, stream, state, optimizer
+
+
+def _to_device(tensors, device: torch.device):
+    if isinstance(tensors, dict):
+        return {k: v.to(device) for k, v in tensors.items()}
+    return tuple(t.to(device) for t in tensors)

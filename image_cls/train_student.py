@@ -1,7 +1,8 @@
 """Train a student image classifier with cross-entropy, label smoothing, or a
 saved L2T-DLF teacher (optionally still learning online), for any number of
 steps.  Writes OUT/log.csv, OUT/checkpoint.pt (student + teacher) and, when
-taught, OUT/loss_trace.pt (the loss the teacher handed out at each eval)."""
+taught, OUT/loss_trace.pt (the loss the teacher handed out at each eval).
+Data-parallel under torchrun (gloo): --batch-size is the global batch."""
 from __future__ import annotations
 
 import argparse
@@ -12,15 +13,20 @@ from pathlib import Path
 import torch
 
 from fairseq_l2t.dev_objectives import DEV_OBJECTIVES, get_dev_objective
+from fairseq_l2t.distributed import world_size
 from fairseq_l2t.state_features import StudentState
 
-from .checkpoints import CheckpointError, load_checkpoint, save_atomic, teacher_from_payload, teacher_payload
-from .cli_common import (CsvLog, add_data_args, add_run_args, add_student_args, fail, positive_float, positive_int,
-                         resolve_device, seed_everything, sgd_config)
-from .data import BatchStream, DatasetUnavailable, eval_batches, load_splits
+from .checkpoints import (CheckpointError, load_checkpoint, rng_state, save_atomic, save_finite, set_rng_state,
+                          teacher_from_payload, teacher_payload)
+from .cli_common import (CsvLog, add_data_args, add_durability_args, add_run_args, add_student_args, fail,
+                         open_unit_float, positive_float, positive_int, resolve_device, seed_everything, sgd_config)
+from .data import BatchStream, DatasetUnavailable, load_splits
+from .distributed import init_from_env, is_main, shard_stream, sharded_eval_batches, state_sync
 from .models import build_model
+from .non_finite import NonFiniteCounter
+from .resume import LAST_CHECKPOINT, load_progress
 from .student_losses import LOSS_NAMES, StudentLoss
-from .student_training import OnlineTeaching, train_student
+from .student_training import OnlineTeaching, StudentRun, train_student
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("loss")
     group.add_argument("--loss", choices=LOSS_NAMES, default="ce",
                        help="ce: cross-entropy; label_smoothing; teacher: the loss a saved teacher hands out")
-    group.add_argument("--label-smoothing", type=positive_float, default=0.1, help="epsilon for label_smoothing")
+    group.add_argument("--label-smoothing", type=open_unit_float, default=0.1,
+                       help="epsilon for label_smoothing, in (0, 1) (default: %(default)s)")
     group.add_argument("--teacher", help="teacher checkpoint (teacher.pt from l2t-image-train-teacher)")
     group.add_argument("--online-every", type=positive_int, default=None,
                        help="keep training the teacher: one lookahead hypergradient update every N student steps")
@@ -47,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="dev (and test) evaluation period; the dev accuracy feeds the teacher's state "
                             "(default: %(default)s)")
     group.add_argument("--out", required=True, help="output folder")
+    add_durability_args(parser, "steps", default_every=500)
     add_run_args(parser)
     return parser
 
@@ -59,13 +67,16 @@ def main(argv: list[str] | None = None) -> dict:
         fail("--online-every only makes sense with --loss teacher")
     device = resolve_device(args.device)
     sgd = sgd_config(args)
+    init_from_env()
+    out = Path(args.out)
     try:
+        resumed = load_progress(out, "student", args) if args.resume else None
         splits = load_splits(args.dataset, args.data_root, args.seed, args.download)
         teacher_ckpt = load_checkpoint(args.teacher, "teacher") if args.loss == "teacher" else None
     except (DatasetUnavailable, CheckpointError, ValueError) as err:
         fail(str(err))
     per_class = bool(teacher_ckpt and teacher_ckpt.get("per_class_features"))
-    state = StudentState(splits.num_classes, total_steps=args.steps, per_class=per_class)
+    state = StudentState(splits.num_classes, total_steps=args.steps, per_class=per_class, sync=state_sync())
     teacher = None
     if teacher_ckpt is not None:
         try:
@@ -74,38 +85,78 @@ def main(argv: list[str] | None = None) -> dict:
             fail(str(err))
     seed_everything(args.seed)
     model = build_model(args.model, splits.num_classes, splits.in_channels, splits.image_size).to(device)
-    stream = BatchStream(splits.train, args.batch_size, args.seed, splits.mean, splits.std, splits.augment, device)
-    dev = eval_batches(splits.dev, 500, splits.mean, splits.std, device)
-    test = eval_batches(splits.test, 500, splits.mean, splits.std, device)
+    try:
+        stream = shard_stream(BatchStream(splits.train, args.batch_size, args.seed, splits.mean, splits.std,
+                                          splits.augment, device))
+    except ValueError as err:
+        fail(f"--batch-size: {err}")
+    dev = sharded_eval_batches(splits.dev, 500, splits.mean, splits.std, device)
+    test = sharded_eval_batches(splits.test, 500, splits.mean, splits.std, device)
     online = None
     if args.online_every:
         online = OnlineTeaching(torch.optim.Adam(teacher.parameters(), lr=args.teacher_lr), args.online_every,
-                                args.lookahead, get_dev_objective(args.dev_objective), dev)
-    out = Path(args.out)
-    log = CsvLog(out / "log.csv")
-    loss = StudentLoss(args.loss, args.label_smoothing, teacher)
+                                args.lookahead, get_dev_objective(args.dev_objective), dev,
+                                skipped=NonFiniteCounter("hypergradients", args.max_non_finite))
+    loss = StudentLoss(args.loss, args.label_smoothing, teacher, args.max_non_finite)
     optimizer = torch.optim.SGD(model.parameters(), lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
+    run, start = StudentRun(), 0
+    if resumed is not None:
+        run, start = _restore(resumed, model, optimizer, state, loss, online), resumed["step"]
+    log = CsvLog(out / "log.csv", run.history) if is_main() else None
+
+    def checkpoint(step: int, progress: StudentRun | None = None) -> dict:
+        saved = {
+            "kind": "student", "model": args.model, "dataset": args.dataset, "seed": args.seed,
+            "num_classes": splits.num_classes, "step": step, "args": vars(args),
+            "model_state": model.state_dict(), "optimizer_state": optimizer.state_dict(),
+            "student_state": state.state_dict(), "per_class_features": per_class,
+            "teacher": teacher_payload(teacher) if teacher is not None else None,
+        }
+        if progress is not None:
+            saved.update(progress={"loss": loss.state_dict(), "online": online.state_dict() if online else None,
+                                   "rng": rng_state()},
+                         history=progress.history, loss_snapshots=progress.loss_snapshots)
+        return saved
+
+    def save_progress(step: int, progress: StudentRun) -> None:
+        if is_main() and args.save_every and step % args.save_every == 0 and step < args.steps:
+            save_finite(checkpoint(step, progress), out / LAST_CHECKPOINT)
+
     try:
         run = train_student(model, stream, args.steps, sgd, loss, state, dev, args.eval_every, test_batches=test,
-                            online=online, on_eval=log, progress=not args.no_progress, optimizer=optimizer)
+                            online=online, on_eval=log, progress=not args.no_progress and is_main(),
+                            optimizer=optimizer, start_step=start, run=run, after_step=save_progress)
+        if is_main():
+            save_finite(checkpoint(args.steps), out / "checkpoint.pt")
     except FloatingPointError as err:
         fail(str(err))
-    checkpoint = {
-        "kind": "student", "model": args.model, "dataset": args.dataset, "seed": args.seed,
-        "num_classes": splits.num_classes, "step": args.steps, "args": vars(args),
-        "model_state": model.state_dict(), "optimizer_state": optimizer.state_dict(),
-        "student_state": state.state_dict(), "per_class_features": per_class,
-        "teacher": teacher_payload(teacher) if teacher is not None else None,
-    }
-    save_atomic(checkpoint, out / "checkpoint.pt")
-    if run.loss_snapshots:
+    if run.loss_snapshots and is_main():
         save_atomic({"kind": "loss_trace", "snapshots": run.loss_snapshots}, out / "loss_trace.pt")
     final = run.history[-1]
     summary = {"loss": args.loss, "model": args.model, "dataset": args.dataset, "seed": args.seed,
-               "steps": args.steps, "dev_error": 1 - final["dev_accuracy"], "test_error": 1 - final["test_accuracy"]}
+               "steps": args.steps, "dev_error": 1 - final["dev_accuracy"], "test_error": 1 - final["test_accuracy"],
+               "processes": world_size()}
+    if not is_main():
+        return summary
     (out / "summary.json").write_text(json.dumps(summary))
+    (out / LAST_CHECKPOINT).unlink(missing_ok=True)
     print(json.dumps(summary), file=sys.stdout)
     return summary
+
+
+def _restore(saved: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: StudentState,
+             loss: StudentLoss, online: OnlineTeaching | None) -> StudentRun:
+    """Load a periodic checkpoint into the live objects; returns the run's history so far."""
+    model.load_state_dict(saved["model_state"])
+    optimizer.load_state_dict(saved["optimizer_state"])
+    state.load_state_dict(saved["student_state"])
+    if loss.teacher is not None:
+        loss.teacher.load_state_dict(saved["teacher"]["state"])
+    loss.load_state_dict(saved["progress"]["loss"])
+    if online is not None:
+        online.load_state_dict(saved["progress"]["online"])
+    set_rng_state(saved["progress"]["rng"])
+    return StudentRun(saved["history"], saved["loss_snapshots"])
 
 
 if __name__ == "__main__":

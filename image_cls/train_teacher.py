@@ -5,7 +5,8 @@ Each round trains a fresh student from scratch under the current teacher; every
 through those steps (reverse-mode differentiation with Hessian-vector products)
 updates the teacher with Adam.  Writes OUT/teacher.pt (load it with
 l2t-image-train-student --loss teacher --teacher OUT/teacher.pt) and
-OUT/teacher_log.csv (one row per episode)."""
+OUT/teacher_log.csv (one row per episode).  Data-parallel under torchrun (gloo):
+--batch-size is the global batch."""
 from __future__ import annotations
 
 import argparse
@@ -16,15 +17,18 @@ from pathlib import Path
 import torch
 
 from fairseq_l2t.dev_objectives import DEV_OBJECTIVES
+from fairseq_l2t.distributed import world_size
 from fairseq_l2t.hypergradient import ENGINES
 from fairseq_l2t.loss_structures import DenseStructure, DiagLowRankStructure
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import Teacher
 
-from .checkpoints import save_atomic, teacher_payload
-from .cli_common import (CsvLog, add_data_args, add_run_args, add_student_args, fail, non_negative_float,
-                         positive_float, positive_int, resolve_device, seed_everything, sgd_config)
+from .checkpoints import CheckpointError, save_finite, teacher_payload
+from .cli_common import (CsvLog, add_data_args, add_durability_args, add_run_args, add_student_args, fail,
+                         non_negative_float, positive_float, positive_int, resolve_device, seed_everything, sgd_config)
 from .data import DatasetUnavailable, load_splits
+from .distributed import init_from_env, is_main, require_divisible
+from .resume import LAST_CHECKPOINT, load_progress
 from .teacher_training import TeacherTrainingConfig, train_teacher
 
 
@@ -68,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stored: all weights kept; checkpointed: memory flat in T; unrolled: naive autograd")
     group.add_argument("--snapshots", type=positive_int, default=8, help="snapshots of the checkpointed engine")
     parser.add_argument("--out", required=True, help="output folder")
+    add_durability_args(parser, "episodes", default_every=5)
     add_run_args(parser)
     return parser
 
@@ -80,13 +85,17 @@ def main(argv: list[str] | None = None) -> dict:
             steps_per_round=args.steps_per_round, episode_steps=args.episode_steps,
             pretrain_steps=args.pretrain_steps or 0, engine=args.engine, snapshots=args.snapshots,
             teacher_lr=args.teacher_lr, dev_objective=args.dev_objective, max_grad_norm=args.max_grad_norm,
-            same_student=args.same_student, seed=args.seed)
+            same_student=args.same_student, seed=args.seed, max_non_finite=args.max_non_finite)
     except ValueError as err:
         fail(str(err))
     device = resolve_device(args.device)
+    init_from_env()
+    out = Path(args.out)
     try:
+        require_divisible(args.batch_size)
+        resumed = load_progress(out, "teacher", args) if args.resume else None
         splits = load_splits(args.dataset, args.data_root, args.seed, args.download)
-    except (DatasetUnavailable, ValueError) as err:
+    except (DatasetUnavailable, CheckpointError, ValueError) as err:
         fail(str(err))
     seed_everything(args.seed)
     features = StudentState(splits.num_classes, 1, per_class=args.per_class_features).feature_names
@@ -94,23 +103,44 @@ def main(argv: list[str] | None = None) -> dict:
                  else DiagLowRankStructure(splits.num_classes, args.rank, seed=args.seed))
     floor = math.log(args.prob_floor) if args.prob_floor > 0 else None
     teacher = Teacher(structure, len(features), args.gates, args.squash, features, floor).to(device)
-    out = Path(args.out)
-    log = CsvLog(out / "teacher_log.csv")
     rows: list[dict] = []
+    if resumed is not None:
+        teacher.load_state_dict(resumed["teacher"]["state"])
+        rows = resumed["history"]
+    log = CsvLog(out / "teacher_log.csv", rows) if is_main() else None
 
     def on_episode(row: dict) -> None:
         rows.append(row)
-        log(row)
+        if log is not None:
+            log(row)
 
-    optimizer = train_teacher(teacher, splits, config, device, args.per_class_features, on_episode,
-                              progress=not args.no_progress)
-    save_atomic({"kind": "teacher", "teacher": teacher_payload(teacher), "optimizer_state": optimizer.state_dict(),
-                 "dataset": args.dataset, "model": args.model, "per_class_features": args.per_class_features,
-                 "args": vars(args)}, out / "teacher.pt")
+    def checkpoint(optimizer_state: dict) -> dict:
+        return {"kind": "teacher", "teacher": teacher_payload(teacher), "optimizer_state": optimizer_state,
+                "dataset": args.dataset, "model": args.model, "per_class_features": args.per_class_features,
+                "args": vars(args)}
+
+    episodes = config.rounds * (config.steps_per_round // config.episode_steps)
+
+    def save_progress(progress: dict) -> None:
+        if is_main() and args.save_every and len(rows) % args.save_every == 0 and len(rows) < episodes:
+            save_finite({**checkpoint(progress["optimizer"]), "progress": progress, "history": rows},
+                        out / LAST_CHECKPOINT)
+
+    try:
+        optimizer = train_teacher(teacher, splits, config, device, args.per_class_features, on_episode,
+                                  progress=not args.no_progress and is_main(),
+                                  resume=resumed["progress"] if resumed else None, after_episode=save_progress)
+        if is_main():
+            save_finite(checkpoint(optimizer.state_dict()), out / "teacher.pt")
+    except FloatingPointError as err:
+        fail(str(err))
     summary = {"teacher": str(out / "teacher.pt"), "episodes": len(rows),
                "first_dev_objective": rows[0]["dev_objective"], "last_dev_objective": rows[-1]["dev_objective"],
-               "skipped_non_finite": sum(r["skipped_non_finite"] for r in rows)}
+               "skipped_non_finite": sum(r["skipped_non_finite"] for r in rows), "processes": world_size()}
+    if not is_main():
+        return summary
     (out / "summary.json").write_text(json.dumps(summary))
+    (out / LAST_CHECKPOINT).unlink(missing_ok=True)
     print(json.dumps(summary))
     return summary
 

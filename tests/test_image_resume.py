@@ -1,0 +1,187 @@
+"""Durability of the image_cls CLIs: a run killed with SIGKILL and resumed with
+--resume ends bit-identical to an uninterrupted run, and a kill during a save
+leaves the previous checkpoint intact."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fairseq_l2t.loss_structures import DenseStructure
+from fairseq_l2t.state_features import StudentState
+from fairseq_l2t.teacher import Teacher
+from image_cls import checkpoints, train_student, train_teacher
+from image_cls.checkpoints import load_checkpoint, save_atomic, teacher_payload
+from image_cls.resume import LAST_CHECKPOINT, remove_stale_temp_files
+
+REPO = Path(__file__).resolve().parents[1]
+# one thread per process: the runs are reproducible and can share the cores
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def launch(module: str, argv: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", module, *argv, "--no-progress"], cwd=REPO, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_in_process(main, argv: list[str]) -> None:
+    """The uninterrupted reference, in this process but single-threaded like the subprocesses."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        main([*argv, "--no-progress"])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def finish(process: subprocess.Popen) -> str:
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    return out
+
+
+def lines(path: Path) -> int:
+    return path.read_text().count("\n") if path.is_file() else 0
+
+
+def kill_once(process: subprocess.Popen, ready, timeout: float = 120.0) -> None:
+    """SIGKILL `process` as soon as ready() holds; fail if it ends first."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if process.poll() is not None:
+            pytest.fail(f"the run ended before it could be killed: {process.communicate()[1][-500:]}")
+        assert time.monotonic() < deadline, "the run never reached the kill point"
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+
+
+def csv_rows(path: Path) -> list[dict]:
+    with path.open() as handle:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+
+
+def assert_same_tensors(a, b) -> None:
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert_same_tensors(a[key], b[key])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_same_tensors(x, y)
+    else:
+        assert a == b
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory) -> Path:
+    """An untrained teacher with non-zero deltas, so its loss changes with the student's state."""
+    state = StudentState(10, 1)
+    teacher = Teacher(DenseStructure(10), state.num_features, 2, False, state.feature_names, -9.2)
+    with torch.no_grad():
+        for p in teacher.delta.values():
+            p.normal_(0, 0.05)
+    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
+    save_atomic({"kind": "teacher", "teacher": teacher_payload(teacher)}, path)
+    return path
+
+
+def test_student_cli_killed_and_resumed_matches_an_uninterrupted_run(tmp_path, teacher_file):
+    argv = ["--model", "mlp", "--loss", "teacher", "--teacher", str(teacher_file), "--online-every", "4",
+            "--lookahead", "2", "--steps", "60", "--eval-every", "10", "--save-every", "15", "--seed", "3"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    killed = launch("image_cls.train_student", argv + ["--out", str(broken)])
+    # killed after the eval row of step 20 and so after the checkpoint of step 15: one row must not repeat
+    kill_once(killed, lambda: lines(broken / "log.csv") >= 3)
+    saved = load_checkpoint(broken / LAST_CHECKPOINT, "student")
+    assert 15 <= saved["step"] < 60 and not (broken / "checkpoint.pt").exists()
+    assert lines(broken / "log.csv") - 1 > len(saved["history"])  # rows past the checkpoint were logged
+    resumed = launch("image_cls.train_student", argv + ["--out", str(broken), "--resume"])
+    run_in_process(train_student.main, argv + ["--out", str(whole)])
+    finish(resumed)
+    a, b = (torch.load(d / "checkpoint.pt", weights_only=True) for d in (whole, broken))
+    for key in ("model_state", "optimizer_state", "student_state", "teacher", "step"):
+        assert_same_tensors(a[key], b[key])
+    rows = csv_rows(broken / "log.csv")
+    assert [r["step"] for r in rows] == [str(s) for s in range(10, 61, 10)]  # no duplicates, none missing
+    assert rows == csv_rows(whole / "log.csv")
+    assert int(rows[-1]["teacher_updates"]) == 15  # before steps 0, 4, ..., 56
+    assert_same_tensors(*(torch.load(d / "loss_trace.pt", weights_only=True) for d in (whole, broken)))
+    assert not (broken / LAST_CHECKPOINT).exists()  # removed once the run finished
+
+
+def test_teacher_cli_killed_mid_round_and_resumed_matches_an_uninterrupted_run(tmp_path):
+    argv = ["--model", "mlp", "--rounds", "2", "--steps-per-round", "20", "--episode-steps", "5",
+            "--pretrain-steps", "5", "--save-every", "2", "--seed", "1"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    killed = launch("image_cls.train_teacher", argv + ["--out", str(broken)])
+    kill_once(killed, lambda: lines(broken / "teacher_log.csv") >= 4)  # 3 episodes logged, checkpoint of 2 written
+    saved = load_checkpoint(broken / LAST_CHECKPOINT, "teacher")
+    progress = saved["progress"]
+    assert progress["round"] == 0 and 2 <= progress["episode"] < 4 and not (broken / "teacher.pt").exists()
+    assert lines(broken / "teacher_log.csv") - 1 > len(saved["history"])
+    resumed = launch("image_cls.train_teacher", argv + ["--out", str(broken), "--resume"])
+    run_in_process(train_teacher.main, argv + ["--out", str(whole)])
+    finish(resumed)
+    a, b = (torch.load(d / "teacher.pt", weights_only=True) for d in (whole, broken))
+    assert_same_tensors(a["teacher"], b["teacher"])
+    assert_same_tensors(a["optimizer_state"], b["optimizer_state"])
+    rows = csv_rows(broken / "teacher_log.csv")
+    assert [(r["round"], r["episode"]) for r in rows] == [(str(r), str(e)) for r in range(2) for e in range(4)]
+    assert rows == csv_rows(whole / "teacher_log.csv")
+
+
+def test_an_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_atomic({"kind": "student", "step": 1, "w": torch.ones(3)}, path)
+    real_save = torch.save
+
+    def half_written(obj, handle):
+        real_save(obj, handle)
+        handle.truncate(10)
+        raise KeyboardInterrupt  # what Ctrl-C in the middle of a save looks like
+
+    monkeypatch.setattr(checkpoints.torch, "save", half_written)
+    with pytest.raises(KeyboardInterrupt):
+        save_atomic({"kind": "student", "step": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    kept = load_checkpoint(path, "student")
+    assert kept["step"] == 1 and torch.equal(kept["w"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]  # the temp file is gone
+
+
+SAVER = """
+import os, sys, time, torch
+from image_cls.checkpoints import save_atomic
+path = sys.argv[1]
+save_atomic({"kind": "student", "step": 1, "w": torch.ones(3)}, path)
+def stall(fd):
+    print("saving", flush=True)
+    time.sleep(60)
+os.fsync = stall
+save_atomic({"kind": "student", "step": 2, "w": torch.zeros(3)}, path)
+"""
+
+
+def test_sigkill_during_a_save_keeps_the_previous_checkpoint(tmp_path):
+    path = tmp_path / LAST_CHECKPOINT
+    saver = subprocess.Popen([sys.executable, "-c", SAVER, str(path)], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                             text=True)
+    assert saver.stdout.readline().strip() == "saving"  # the new checkpoint is written, not yet renamed
+    saver.send_signal(signal.SIGKILL)
+    saver.communicate(timeout=60)
+    kept = load_checkpoint(path, "student")
+    assert kept["step"] == 1 and torch.equal(kept["w"], torch.ones(3))
+    stale = [p.name for p in tmp_path.iterdir() if p != path]
+    assert len(stale) == 1 and stale[0].startswith(f".{LAST_CHECKPOINT}.") and stale[0].endswith(".tmp")
+    remove_stale_temp_files(path)  # what --resume does before continuing
+    assert [p.name for p in tmp_path.iterdir()] == [LAST_CHECKPOINT]
