@@ -183,3 +183,11 @@ def test_bad_resumes(tmp_path, capsys, main):
     assert "corrupt or truncated" in one_line_error(main, argv, capsys)
     before[LAST_CHECKPOINT] = before[LAST_CHECKPOINT][:200]
     assert snapshot(out) == before  # no log, no checkpoint written or removed
+
+
+def test_cuda_without_a_gpu(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for main in (STUDENT, TEACHER):
+        line = one_line_error(main, ["--device", "cuda", "--out", str(tmp_path / "run")], capsys)
+        assert "no GPU is visible; use --device cpu" in line
+    assert not (tmp_path / "run").exists()

@@ -195,3 +195,15 @@ def test_cli_stops_on_non_finite_teacher_outputs_and_keeps_the_last_good_checkpo
     kept = load_checkpoint(out / LAST_CHECKPOINT, "student")
     assert kept["step"] == 10 and kept["progress"]["loss"]["non_finite_phi"]["total"] == 0
     assert not (out / "checkpoint.pt").exists() and not (out / "summary.json").exists()
+
+
+def test_cli_a_diverging_student_stops_without_a_final_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:
+        train_student.main(["--lr", "1e4", "--steps", "20", "--save-every", "1", "--no-progress", "--out", str(out)])
+    assert info.value.code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the student's loss became nan" in err[0] and "lower --lr" in err[0]
+    kept = load_checkpoint(out / LAST_CHECKPOINT, "student")  # the last good one, finite by construction
+    assert 1 <= kept["step"] < 20 and all(bool(torch.isfinite(v).all()) for v in kept["model_state"].values())
+    assert not (out / "checkpoint.pt").exists()
