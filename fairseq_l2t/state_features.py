@@ -103,12 +103,37 @@ class StudentState:
         if self.per_class:
             parts += [c.to(kept.device) for c in self._class_counts(target, correct)]
         sums = self.sync([torch.cat(parts)])[0].cpu()
+        if self._update_from_sums(sums[:3]) and self.per_class:
+            self._update_class_accuracy(sums[3:3 + self.num_classes], sums[3 + self.num_classes:])
+
+    @torch.no_grad()
+    def batch_sums(self, lprobs: Tensor, target: Tensor) -> Tensor:
+        """[sum of target log-probs, correct predictions, kept targets] of one batch, for observe_sums.
+
+        fairseq adds these up over the micro-batches (and ranks) of one update,
+        so that the update is one step of the state whatever --update-freq is.
+        """
+        lprobs = lprobs.detach().reshape(-1, lprobs.size(-1))
+        target = target.reshape(-1)
+        keep = torch.ones_like(target, dtype=torch.bool) if self.ignore_index is None else target.ne(self.ignore_index)
+        target_lprob = lprobs.gather(1, target.clamp(min=0).unsqueeze(1)).squeeze(1).double()
+        correct = lprobs.argmax(-1).eq(target)
+        return torch.stack([target_lprob[keep].sum(), correct[keep].sum().double(), keep.sum().double()]).cpu()
+
+    def observe_sums(self, sums: Tensor) -> None:
+        """Record one step from batch_sums, already summed over everything the step saw."""
+        if self.per_class:
+            raise ValueError("per-class features need observe_batch (the sums carry no class counts)")
+        self.step += 1
+        self._update_from_sums(sums)
+
+    def _update_from_sums(self, sums: Tensor) -> bool:
+        """EMA update from [target log-prob sum, correct, kept]; False (no update) when nothing was kept."""
         if sums[2] == 0:
-            return
+            return False
         self.train_loss = self._ema(self.train_loss, -(sums[0] / sums[2]).item())
         self.train_accuracy = self._ema(self.train_accuracy, (sums[1] / sums[2]).item())
-        if self.per_class:
-            self._update_class_accuracy(sums[3:3 + self.num_classes], sums[3 + self.num_classes:])
+        return True
 
     def _class_counts(self, target: Tensor, correct: Tensor) -> tuple[Tensor, Tensor]:
         counts = torch.bincount(target.cpu(), minlength=self.num_classes).double()

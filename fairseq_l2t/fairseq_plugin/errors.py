@@ -12,6 +12,10 @@ class L2TConfigError(ValueError):
     """A user-fixable configuration or input problem."""
 
 
+class L2TNonFiniteError(L2TConfigError):
+    """Teacher training that cannot recover from non-finite values (stopped before saving)."""
+
+
 def _hook(previous):
     def excepthook(kind, value, traceback):
         if issubclass(kind, L2TConfigError):

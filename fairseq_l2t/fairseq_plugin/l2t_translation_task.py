@@ -1,11 +1,25 @@
 """`--task l2t_translation`: translation whose loss is set by a learning teacher.
 
-Every --teacher-update-interval updates, before the student's own step, the
-task looks --lookahead-steps differentiable SGD steps ahead from the current
-student on the current training batch, scores the expected-BLEU surrogate on
-a teacher-forced batch of the reward subset (default `valid`; never the test
-set), and takes one step of the teacher's own optimizer on the exact
-hypergradient.  The student's optimizer never sees the teacher's parameters.
+Every --teacher-update-interval updates, once the update's gradients are
+computed and before the student's optimizer steps, the task looks
+--lookahead-steps differentiable SGD steps ahead from the current student on
+the update's training batches (all micro-batches of --update-freq, on every
+data-parallel rank), scores the expected-BLEU surrogate on teacher-forced
+batches of the reward subset (default `valid`; never the test set), and takes
+one step of the teacher's own optimizer on the exact hypergradient; the new
+teacher sets the loss from the next update on.  The student's optimizer never
+sees the teacher's parameters.
+
+Data parallelism (fairseq's --distributed-world-size): each rank looks ahead
+on its own batches with the gradient summed over ranks, the reward is averaged
+over ranks (each scores its share of --reward-batches), and the state features
+count every rank's tokens, so every rank computes the same hypergradient and
+holds a bit-identical teacher (checked after every teacher update).
+
+Non-finite values: a non-finite hypergradient skips the teacher update, a
+non-finite loss from the teacher is replaced by the last finite one (both
+counted in the logs as teacher_skipped), and --max-non-finite such events in
+a row stop the run with one line before anything poisoned is saved.
 
 Design decisions (documented, not from the paper): the lookahead uses plain
 SGD with --lookahead-lr whatever optimizer trains the student (differentiating
@@ -15,6 +29,7 @@ vocabulary; state progress is batches seen / --teacher-horizon (default --max-up
 L2TConfigError, printed by fairseq-train as one line.
 """
 
+import copy
 import logging
 import math
 from dataclasses import dataclass, field
@@ -28,13 +43,15 @@ from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from omegaconf import II
 
+from ..distributed import all_reduce_sum, check_identical, is_distributed, rank, world_size
 from ..expected_bleu import expected_bleu_dev_objective
 from ..functional_student import FunctionalStudent, SGDConfig
 from ..hypergradient import Unroll, hypergradient
 from ..loss_structures import DiagLowRankStructure
 from ..state_features import StudentState
 from ..teacher import Teacher
-from .errors import L2TConfigError
+from .errors import L2TConfigError, L2TNonFiniteError
+from .micro_batches import stack_micro_batches
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +83,12 @@ class L2TTranslationConfig(TranslationConfig):
     reward_subset: str = field(
         default="valid", metadata={"help": "data subset whose teacher-forced expected BLEU is the reward"})
     reward_max_sentences: int = field(default=32, metadata={"help": "sentences per reward batch"})
+    reward_batches: int = field(
+        default=0, metadata={"help": "reward batches per teacher update, shared out over the data-parallel ranks "
+                                     "(0: one per rank); the reward is their mean"})
+    max_non_finite: int = field(
+        default=10, metadata={"help": "stop the run after this many non-finite teacher losses or hypergradients "
+                                      "in a row"})
     reward_max_order: int = field(default=4, metadata={"help": "max n-gram order of the expected-BLEU reward"})
     seed: int = II("common.seed")
     max_update: int = II("optimization.max_update")
@@ -77,7 +100,8 @@ class L2TTranslationTask(TranslationTask):
 
     def __init__(self, cfg: L2TTranslationConfig, src_dict, tgt_dict):
         super().__init__(cfg, src_dict, tgt_dict)
-        for name in ("lookahead_steps", "teacher_rank", "teacher_gates", "reward_max_sentences", "reward_max_order"):
+        for name in ("lookahead_steps", "teacher_rank", "teacher_gates", "reward_max_sentences", "reward_max_order",
+                     "max_non_finite"):
             if getattr(cfg, name) < 1:
                 raise L2TConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
         for name in ("lookahead_lr", "teacher_lr"):
@@ -87,8 +111,12 @@ class L2TTranslationTask(TranslationTask):
             raise L2TConfigError(f"--teacher-horizon must be >= 0, got {cfg.teacher_horizon}")
         if cfg.teacher_update_interval < 0:
             raise L2TConfigError(f"--teacher-update-interval must be >= 0, got {cfg.teacher_update_interval}")
+        if cfg.reward_batches < 0 or cfg.reward_batches % world_size():
+            raise L2TConfigError(f"--reward-batches {cfg.reward_batches} must be 0 or a multiple of the "
+                                 f"{world_size()} data-parallel ranks (each scores an equal share)")
         horizon = cfg.teacher_horizon or (cfg.max_update if cfg.max_update and cfg.max_update > 0 else DEFAULT_HORIZON)
-        self.student_state = StudentState(len(tgt_dict), total_steps=horizon, ignore_index=tgt_dict.pad())
+        self.student_state = StudentState(len(tgt_dict), total_steps=horizon, ignore_index=tgt_dict.pad(),
+                                          sync=all_reduce_sum if is_distributed() else None)
         self.teacher = Teacher(DiagLowRankStructure(len(tgt_dict), cfg.teacher_rank, seed=cfg.seed),
                                self.student_state.num_features, cfg.teacher_gates, cfg.teacher_squash,
                                self.student_state.feature_names)
@@ -98,22 +126,45 @@ class L2TTranslationTask(TranslationTask):
             self.teacher.parameters(), lr=cfg.teacher_lr)
         self.teacher_updates = 0
         self.teacher_skipped_non_finite = 0
+        self._non_finite_in_a_row = {"loss": 0, "hypergradient": 0}
         self._last_teacher_update = -1
         self._reward_batches: list[dict] | None = None
         self._phi_cache: tuple[int, dict] | None = None
+        self._last_finite_phi: dict | None = None
+        self._last_non_finite = ""
+        # what the current update has seen so far: its micro-batches and their state statistics
+        self._collecting_update = -1
+        self._update_samples: list[tuple[dict, bool]] = []
+        self._update_sums = torch.zeros(3, dtype=torch.float64)
+        self._observing = False
 
     # ---- the teacher's view of the student -------------------------------------------------------
     def current_loss_params(self, device: torch.device) -> dict:
-        """phi_t for the student's current state (no gradient: the student's loss never trains the teacher)."""
+        """phi_t for the student's current state (no gradient: the student's loss never trains the teacher).
+
+        A non-finite phi is never handed out: the student keeps the last finite one (cross-entropy,
+        the teacher's initial loss, if there was none).
+        """
         key = self.student_state.step
         if self._phi_cache is None or self._phi_cache[0] != key:
             self.teacher.to(device)
             with torch.no_grad():
-                self._phi_cache = (key, self.teacher(self.student_state.features(device=device)))
+                phi = self.teacher(self.student_state.features(device=device))
+            if all(bool(torch.isfinite(v).all()) for v in phi.values()):
+                self._last_finite_phi = phi
+                self._non_finite_in_a_row["loss"] = 0
+            else:
+                self._note_non_finite("loss", f"non-finite loss from the teacher at state step {key}: the last "
+                                              f"finite loss is used")
+                phi = self._last_finite_phi or {k: v.to(device) for k, v in self.teacher.structure.init_params(
+                    next(self.teacher.parameters()).dtype).items()}
+            self._phi_cache = (key, phi)
         return self._phi_cache[1]
 
     def observe_train_batch(self, lprobs: torch.Tensor, target: torch.Tensor) -> None:
-        self.student_state.observe_batch(lprobs, target)
+        """Add a training micro-batch to the update's state statistics (dummy batches excluded)."""
+        if self._observing:
+            self._update_sums += self.student_state.batch_sums(lprobs, target)
 
     # ---- fairseq hooks ---------------------------------------------------------------------------
     def build_model(self, cfg, from_checkpoint: bool = False):
@@ -129,11 +180,39 @@ class L2TTranslationTask(TranslationTask):
             self._reward_data()  # fail at once, not hours later, when the reward subset is missing
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        interval = self.cfg.teacher_update_interval
-        if interval > 0 and not ignore_grad and update_num % interval == 0 and update_num != self._last_teacher_update:
+        if update_num != self._collecting_update:  # a new update (an aborted one leaves nothing behind)
+            self._collecting_update = update_num
+            self._update_samples, self._update_sums = [], torch.zeros(3, dtype=torch.float64)
+        if self._teacher_update_due(update_num):
+            self._update_samples.append((sample, ignore_grad))
+        self._observing = not ignore_grad
+        try:
+            return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        finally:
+            self._observing = False
+
+    def optimizer_step(self, optimizer, model, update_num):
+        """The update's statistics become one state step; then, when due, the teacher learns from this update.
+
+        A run that cannot recover stops here, before the student's step and before any checkpoint (an
+        exception inside train_step would make fairseq save crash.pt with the poisoned teacher).
+        """
+        self._stop_if_unrecoverable()
+        sums = self._update_sums
+        if is_distributed():
+            device = next(model.parameters()).device
+            sums = all_reduce_sum([sums.to(device)])[0].cpu()
+        self.student_state.observe_sums(sums)
+        if self._teacher_update_due(update_num) and update_num != self._last_teacher_update:
             self._last_teacher_update = update_num
-            self._update_teacher(sample, model, update_num)
-        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+            self._update_teacher(model, update_num)
+            self._stop_if_unrecoverable()
+        self._collecting_update, self._update_samples = -1, []
+        super().optimizer_step(optimizer, model, update_num)
+
+    def _teacher_update_due(self, update_num: int) -> bool:
+        interval = self.cfg.teacher_update_interval
+        return interval > 0 and update_num % interval == 0
 
     def get_checkpoint_dict(self) -> dict:
         """Teacher, its optimizer and the running state, stored in fairseq's extra_state on every save."""
@@ -141,7 +220,8 @@ class L2TTranslationTask(TranslationTask):
             "teacher_config": self.teacher.config(), "teacher": self.teacher.state_dict(),
             "teacher_optimizer": self.teacher_optimizer.state_dict(), "student_state": self.student_state.state_dict(),
             "teacher_updates": self.teacher_updates, "teacher_skipped_non_finite": self.teacher_skipped_non_finite,
-            "last_teacher_update": self._last_teacher_update,
+            "non_finite_in_a_row": dict(self._non_finite_in_a_row), "last_teacher_update": self._last_teacher_update,
+            "last_finite_phi": self._last_finite_phi,
         }}
 
     def set_checkpoint_dict(self, state: dict) -> None:
@@ -152,41 +232,37 @@ class L2TTranslationTask(TranslationTask):
         self.student_state.load_state_dict(state["student_state"])
         self.teacher_updates = state["teacher_updates"]
         self.teacher_skipped_non_finite = state["teacher_skipped_non_finite"]
+        self._non_finite_in_a_row = dict(state["non_finite_in_a_row"])
         self._last_teacher_update = state["last_teacher_update"]
+        self._last_finite_phi = state["last_finite_phi"]
         self._phi_cache = None
 
     # ---- teacher updates -------------------------------------------------------------------------
-    def _update_teacher(self, sample, model, update_num: int) -> None:
+    def _update_teacher(self, model, update_num: int) -> None:
         student_module = getattr(model, "module", model)
         device = next(student_module.parameters()).device
         self.teacher.to(device)
-        reward_batches = self._reward_data()
-        reward = reward_batches[(update_num // self.cfg.teacher_update_interval) % len(reward_batches)]
-        if device.type == "cuda":
-            reward = utils.move_to_cuda(reward, device=device)
+        batch, grad_sync = self._lookahead_batch(device)
+        rewards = self._reward_share(update_num, device)
         student = FunctionalStudent(student_module)
-        batch = (sample["net_input"], sample["target"])
         unroll = Unroll(
             student=student, teacher=self.teacher, sgd=SGDConfig(self.cfg.lookahead_lr),
             steps=self.cfg.lookahead_steps, batch_at=lambda t: batch,
-            dev_batches=[(reward["net_input"], reward["target"])],
+            dev_batches=[(reward["net_input"], reward["target"]) for reward in rewards],
             dev_objective=expected_bleu_dev_objective(self.tgt_dict.pad(), self.tgt_dict.eos(),
                                                       self.cfg.reward_max_order),
             tracker=self.student_state, ignore_index=self.tgt_dict.pad(), rng_seed=self.cfg.seed + update_num,
+            grad_sync=grad_sync, dev_sync=all_reduce_sum if is_distributed() else None,
         )
         result = hypergradient(unroll, student.snapshot(), engine="stored")
-        if result.is_finite():
-            self.teacher_optimizer.zero_grad(set_to_none=True)
-            result.accumulate_into(self.teacher)
-            if self.cfg.teacher_max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(self.teacher.parameters(), self.cfg.teacher_max_grad_norm)
-            self.teacher_optimizer.step()
+        if result.is_finite() and self._teacher_step(result):
             self.teacher_updates += 1
+            self._non_finite_in_a_row["hypergradient"] = 0
             self.student_state.observe_dev(min(max(1.0 - result.dev_objective, 0.0), 1.0))
         else:
-            self.teacher_skipped_non_finite += 1
-            logger.warning(f"non-finite teacher hypergradient at update {update_num}: teacher update skipped "
-                           f"({self.teacher_skipped_non_finite} so far)")
+            self._note_non_finite("hypergradient", f"non-finite teacher hypergradient at update {update_num}: "
+                                                   f"teacher update skipped")
+        check_identical(list(self.teacher.parameters()), "teacher parameters")
         self._phi_cache = None
         metrics.log_scalar("teacher_reward", 1.0 - result.dev_objective, weight=1, round=4)
         metrics.log_scalar("teacher_updates", self.teacher_updates, weight=0, round=0)
@@ -195,6 +271,65 @@ class L2TTranslationTask(TranslationTask):
             gates = self.teacher.gates(self.student_state.features(device=device))
         for i, g in enumerate(gates.tolist()):
             metrics.log_scalar(f"teacher_gate{i}", g, weight=1, round=3)
+
+    def _teacher_step(self, result) -> bool:
+        """One step of the teacher's optimizer; undone (False) if it leaves a non-finite teacher."""
+        saved = ({k: v.clone() for k, v in self.teacher.state_dict().items()},
+                 copy.deepcopy(self.teacher_optimizer.state_dict()))
+        self.teacher_optimizer.zero_grad(set_to_none=True)
+        result.accumulate_into(self.teacher)
+        if self.cfg.teacher_max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.teacher.parameters(), self.cfg.teacher_max_grad_norm)
+        self.teacher_optimizer.step()
+        if all(bool(torch.isfinite(p).all()) for p in self.teacher.parameters()):
+            return True
+        self.teacher.load_state_dict(saved[0])
+        self.teacher_optimizer.load_state_dict(saved[1])
+        return False
+
+    def _note_non_finite(self, kind: str, what: str) -> None:
+        """Count a skipped non-finite `kind` ('loss' or 'hypergradient'); the stop comes in optimizer_step."""
+        self.teacher_skipped_non_finite += 1
+        self._non_finite_in_a_row[kind] += 1
+        self._last_non_finite = what
+        metrics.log_scalar("teacher_skipped", self.teacher_skipped_non_finite, weight=0, round=0)
+        logger.warning(f"{what} ({self.teacher_skipped_non_finite} non-finite so far, "
+                       f"{self._non_finite_in_a_row[kind]} {kind}s in a row)")
+
+    def _stop_if_unrecoverable(self) -> None:
+        worst = max(self._non_finite_in_a_row.values())
+        if worst >= self.cfg.max_non_finite:
+            raise L2TNonFiniteError(f"{worst} non-finite teacher values in a row (last: {self._last_non_finite}; "
+                                    f"--max-non-finite {self.cfg.max_non_finite}): stopped without saving; resume "
+                                    f"from the last checkpoint with a lower --teacher-lr or --lookahead-lr")
+
+    def _lookahead_batch(self, device: torch.device):
+        """This update's micro-batches as one batch, and the gradient sync that sums the ranks' shares.
+
+        Each rank's lookahead loss is its token mean; weighting it by the rank's share of the
+        update's tokens makes the synced gradient that of the mean over every rank's tokens.
+        """
+        pad = self.tgt_dict.pad()
+        real = [sample for sample, dummy in self._update_samples if not dummy]
+        sample = stack_micro_batches(real or [self._update_samples[0][0]], pad, self.cfg.left_pad_source,
+                                     self.cfg.left_pad_target)
+        if device.type == "cuda":
+            sample = utils.move_to_cuda(sample, device=device)
+        batch = (sample["net_input"], sample["target"])
+        if not is_distributed():
+            return batch, None
+        local = sample["target"].ne(pad).sum().double() if real else torch.zeros((), dtype=torch.float64,
+                                                                                  device=device)
+        share = (local / all_reduce_sum([local])[0]).item()
+        return batch, lambda grads: all_reduce_sum([g * share for g in grads])
+
+    def _reward_share(self, update_num: int, device: torch.device) -> list[dict]:
+        """This rank's reward batches for this teacher update: an equal share of --reward-batches."""
+        batches = self._reward_data()
+        per_update = self.cfg.reward_batches or world_size()
+        first = (update_num // self.cfg.teacher_update_interval) * per_update
+        mine = [batches[(first + i) % len(batches)] for i in range(rank(), per_update, world_size())]
+        return [utils.move_to_cuda(b, device=device) for b in mine] if device.type == "cuda" else mine
 
     def _reward_data(self) -> list[dict]:
         """Teacher-forced reward batches of --reward-subset, in a fixed order (resume-safe)."""
@@ -227,6 +362,9 @@ class L2TTranslationTask(TranslationTask):
             raise L2TConfigError(f"--teacher-init {path} holds no l2t_translation teacher (train one with "
                              f"--task l2t_translation first)")
         self._check_teacher_config(saved["teacher_config"], path)
+        if not all(bool(torch.isfinite(v).all()) for v in saved["teacher"].values()):
+            raise L2TConfigError(f"--teacher-init {path} holds a teacher with non-finite parameters; start from an "
+                                 f"earlier checkpoint of that run")
         self.teacher.load_state_dict(saved["teacher"])
 
     def _check_teacher_config(self, config: dict, source: str) -> None:
