@@ -108,13 +108,13 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
 def add_durability_args(parser: argparse.ArgumentParser, unit: str, default_every: int) -> None:
     """--save-every / --resume / --max-non-finite: surviving kills and NaNs (`unit`: steps or episodes)."""
     group = parser.add_argument_group("checkpoints and non-finite values")
-    group.add_argument("--save-every", type=non_negative_int, default=default_every,
+    group.add_argument("--save-every", type=non_negative_int, default=default_every, metavar="N",
                        help=f"write OUT/checkpoint_last.pt every N {unit} (atomically; 0: never; default: "
                             f"%(default)s); it is deleted once the run has finished")
     group.add_argument("--resume", action="store_true",
                        help="continue from OUT/checkpoint_last.pt with the same options; the result is "
                             "bit-identical to an uninterrupted run")
-    group.add_argument("--max-non-finite", type=positive_int, default=DEFAULT_LIMIT,
+    group.add_argument("--max-non-finite", type=positive_int, default=DEFAULT_LIMIT, metavar="N",
                        help="NaN/Inf teacher outputs and hypergradients are skipped (the student keeps the last "
                             "finite loss, the teacher its parameters); this many in a row stop the run "
                             "(default: %(default)s)")

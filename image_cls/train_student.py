@@ -2,6 +2,8 @@
 saved L2T-DLF teacher (optionally still learning online), for any number of
 steps.  Writes OUT/log.csv, OUT/checkpoint.pt (student + teacher) and, when
 taught, OUT/loss_trace.pt (the loss the teacher handed out at each eval).
+While it runs, OUT/checkpoint_last.pt (every --save-every steps) lets --resume
+finish a killed run exactly as if it had not stopped.
 Data-parallel under torchrun (gloo): --batch-size is the global batch."""
 from __future__ import annotations
 

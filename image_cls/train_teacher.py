@@ -5,7 +5,8 @@ Each round trains a fresh student from scratch under the current teacher; every
 through those steps (reverse-mode differentiation with Hessian-vector products)
 updates the teacher with Adam.  Writes OUT/teacher.pt (load it with
 l2t-image-train-student --loss teacher --teacher OUT/teacher.pt) and
-OUT/teacher_log.csv (one row per episode).  Data-parallel under torchrun (gloo):
+OUT/teacher_log.csv (one row per episode); while it runs, OUT/checkpoint_last.pt
+(every --save-every episodes) lets --resume finish a killed run exactly.  Data-parallel under torchrun (gloo):
 --batch-size is the global batch."""
 from __future__ import annotations
 
