@@ -6,8 +6,8 @@ through those steps (reverse-mode differentiation with Hessian-vector products)
 updates the teacher with Adam.  Writes OUT/teacher.pt (load it with
 l2t-image-train-student --loss teacher --teacher OUT/teacher.pt) and
 OUT/teacher_log.csv (one row per episode); while it runs, OUT/checkpoint_last.pt
-(every --save-every episodes) lets --resume finish a killed run exactly.  Data-parallel under torchrun (gloo):
---batch-size is the global batch."""
+(every --save-every episodes) lets --resume finish a killed run exactly.
+Data-parallel under torchrun (gloo): --batch-size is the global batch."""
 from __future__ import annotations
 
 import argparse
