@@ -60,6 +60,7 @@ class OnlineTeaching:
 class StudentRun:
     history: list[dict] = field(default_factory=list)
     loss_snapshots: list[dict] = field(default_factory=list)
+    seconds: float = 0.0  # training wall time so far, carried across resumes
 
 
 def train_student(
@@ -92,7 +93,7 @@ def train_student(
     optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=sgd.lr, momentum=sgd.momentum,
                                              weight_decay=sgd.weight_decay)
     run = run if run is not None else StudentRun()
-    started = time.perf_counter()
+    started = time.perf_counter() - run.seconds
     model.train()
     bar = tqdm(range(start_step, steps), desc=f"student[{loss.name}]", disable=not progress, dynamic_ncols=True,
                initial=start_step, total=steps)
@@ -120,6 +121,7 @@ def train_student(
                             **_non_finite_postfix(loss, online))
             if on_eval is not None:
                 on_eval(row)
+        run.seconds = time.perf_counter() - started
         if after_step is not None:
             after_step(step + 1, run)
     return run

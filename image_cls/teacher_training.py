@@ -101,7 +101,7 @@ def train_teacher(
         start_round, start_episode = divmod(resume["round"] * episodes + resume["episode"], episodes)
     bar = tqdm(total=config.rounds * episodes, initial=start_round * episodes + start_episode,
                desc="teacher episodes", disable=not progress, dynamic_ncols=True)
-    started = time.perf_counter()
+    started = time.perf_counter() - (resume["seconds"] if resume is not None else 0.0)
     for round_index in range(start_round, config.rounds):
         student_index = 0 if config.same_student else round_index
         mid_round = round_index == start_round and start_episode > 0
@@ -151,7 +151,8 @@ def train_teacher(
                 after_episode({"round": round_index, "episode": episode + 1, "optimizer": optimizer.state_dict(),
                                "skipped": skipped.state_dict(), "student_state": state.state_dict(),
                                "student": {"params": list(snapshot.params), "velocity": list(snapshot.velocity),
-                                           "buffers": snapshot.buffers}, "rng": rng_state()})
+                                           "buffers": snapshot.buffers}, "rng": rng_state(),
+                               "seconds": time.perf_counter() - started})
     bar.close()
     return optimizer
 

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
         if progress is not None:
             saved.update(progress={"loss": loss.state_dict(), "online": online.state_dict() if online else None,
-                                   "rng": rng_state()},
+                                   "rng": rng_state(), "seconds": progress.seconds},
                          history=progress.history, loss_snapshots=progress.loss_snapshots)
         return saved
 
@@ -158,7 +158,7 @@ def _restore(saved: dict, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     if online is not None:
         online.load_state_dict(saved["progress"]["online"])
     set_rng_state(saved["progress"]["rng"])
-    return StudentRun(saved["history"], saved["loss_snapshots"])
+    return StudentRun(saved["history"], saved["loss_snapshots"], saved["progress"]["seconds"])
 
 
 if __name__ == "__main__":

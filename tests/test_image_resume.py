@@ -63,8 +63,12 @@ def kill_once(process: subprocess.Popen, ready, timeout: float = 120.0) -> None:
 
 
 def csv_rows(path: Path) -> list[dict]:
+    """The logged rows without their wall times, after checking that the time runs on across the resume."""
     with path.open() as handle:
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+        rows = list(csv.DictReader(handle))
+    seconds = [float(row.pop("seconds")) for row in rows]
+    assert seconds == sorted(seconds)
+    return rows
 
 
 def assert_same_tensors(a, b) -> None:
