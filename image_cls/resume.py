@@ -42,6 +42,13 @@ def load_progress(out: str | Path, kind: str, args: argparse.Namespace) -> dict:
     return checkpoint
 
 
+def unfit_message(out: str | Path, err: Exception) -> str:
+    """One line for a checkpoint whose contents do not fit this run's objects (another code version or teacher)."""
+    detail = " ".join(str(err).split())[:200]
+    return (f"--resume: {Path(out) / LAST_CHECKPOINT} does not fit this run ({type(err).__name__}: {detail}); "
+            f"start afresh without --resume or use another --out")
+
+
 def remove_stale_temp_files(path: Path) -> None:
     """Delete the temp files of saves that a kill interrupted (save_atomic names them .NAME.*.tmp)."""
     for stale in path.parent.glob(f".{path.name}.*.tmp"):

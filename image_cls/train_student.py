@@ -26,7 +26,7 @@ from .data import BatchStream, DatasetUnavailable, load_splits
 from .distributed import init_from_env, is_main, shard_stream, sharded_eval_batches, state_sync
 from .models import build_model
 from .non_finite import NonFiniteCounter
-from .resume import LAST_CHECKPOINT, load_progress
+from .resume import LAST_CHECKPOINT, load_progress, unfit_message
 from .student_losses import LOSS_NAMES, StudentLoss
 from .student_training import OnlineTeaching, StudentRun, train_student
 
@@ -103,7 +103,10 @@ def main(argv: list[str] | None = None) -> dict:
     optimizer = torch.optim.SGD(model.parameters(), lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
     run, start = StudentRun(), 0
     if resumed is not None:
-        run, start = _restore(resumed, model, optimizer, state, loss, online), resumed["step"]
+        try:
+            run, start = _restore(resumed, model, optimizer, state, loss, online), resumed["step"]
+        except (KeyError, RuntimeError, ValueError) as err:
+            fail(unfit_message(out, err))
     log = CsvLog(out / "log.csv", run.history) if is_main() else None
 
     def checkpoint(step: int, progress: StudentRun | None = None) -> dict:

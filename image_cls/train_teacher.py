@@ -29,7 +29,7 @@ from .cli_common import (CsvLog, add_data_args, add_durability_args, add_run_arg
                          non_negative_float, positive_float, positive_int, resolve_device, seed_everything, sgd_config)
 from .data import DatasetUnavailable, load_splits
 from .distributed import init_from_env, is_main, require_divisible
-from .resume import LAST_CHECKPOINT, load_progress
+from .resume import LAST_CHECKPOINT, load_progress, unfit_message
 from .teacher_training import TeacherTrainingConfig, train_teacher
 
 
@@ -106,8 +106,11 @@ def main(argv: list[str] | None = None) -> dict:
     teacher = Teacher(structure, len(features), args.gates, args.squash, features, floor).to(device)
     rows: list[dict] = []
     if resumed is not None:
-        teacher.load_state_dict(resumed["teacher"]["state"])
-        rows = resumed["history"]
+        try:
+            teacher.load_state_dict(resumed["teacher"]["state"])
+            rows = resumed["history"]
+        except (KeyError, RuntimeError) as err:
+            fail(unfit_message(out, err))
     log = CsvLog(out / "teacher_log.csv", rows) if is_main() else None
 
     def on_episode(row: dict) -> None:

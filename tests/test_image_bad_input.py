@@ -179,6 +179,10 @@ def test_bad_resumes(tmp_path, capsys, main):
     before = snapshot(out)
     line = one_line_error(main, argv, capsys)
     assert "belongs to a different run (--lr was 0.01, now 0.05)" in line and "use another --out" in line
+    save_atomic(progress_checkpoint(main, argv[:-1]), out / LAST_CHECKPOINT)  # same options, nothing inside
+    line = one_line_error(main, argv, capsys)
+    assert "does not fit this run (KeyError" in line and "start afresh without --resume" in line
+    assert not (out / "log.csv").exists() and not (out / "teacher_log.csv").exists()
     (out / LAST_CHECKPOINT).write_bytes(before[LAST_CHECKPOINT][:200])
     assert "corrupt or truncated" in one_line_error(main, argv, capsys)
     before[LAST_CHECKPOINT] = before[LAST_CHECKPOINT][:200]
