@@ -52,6 +52,7 @@ from ..state_features import StudentState
 from ..teacher import Teacher
 from .errors import L2TConfigError, L2TNonFiniteError
 from .micro_batches import stack_micro_batches
+from .readable_checkpoints import UNREADABLE, expect_target_vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class L2TTranslationTask(TranslationTask):
 
     def __init__(self, cfg: L2TTranslationConfig, src_dict, tgt_dict):
         super().__init__(cfg, src_dict, tgt_dict)
+        expect_target_vocabulary(len(tgt_dict))
         for name in ("lookahead_steps", "teacher_rank", "teacher_gates", "reward_max_sentences", "reward_max_order",
                      "max_non_finite"):
             if getattr(cfg, name) < 1:
@@ -337,14 +339,19 @@ class L2TTranslationTask(TranslationTask):
             subset = self.cfg.reward_subset
             if subset == "test" or subset.startswith("test"):
                 raise L2TConfigError(f"--reward-subset {subset}: the teacher must never see the test set; use valid")
+            empty = L2TConfigError(f"--reward-subset {subset} has no sentences; the reward needs a non-empty dev set")
             try:
                 self.load_dataset(subset)
             except FileNotFoundError as err:
                 raise L2TConfigError(f"--reward-subset {subset} not found in {self.cfg.data} ({err}); binarise a dev "
-                                 f"split with fairseq-preprocess --validpref or name another subset") from None
+                                     f"split with fairseq-preprocess --validpref or name another subset") from None
+            except ValueError as err:  # fairseq cannot even open an empty binarised split
+                if "empty file" not in str(err):
+                    raise
+                raise empty from None
             dataset = self.dataset(subset)
             if len(dataset) == 0:
-                raise L2TConfigError(f"--reward-subset {subset} has no sentences; the reward needs a non-empty dev set")
+                raise empty
             # disable_iterator_cache: fairseq caches one iterator per dataset, so sharing it with validation
             # would make the reward batches depend on whether validation ran first (and break exact resume)
             iterator = self.get_batch_iterator(dataset, max_sentences=self.cfg.reward_max_sentences,
@@ -356,8 +363,12 @@ class L2TTranslationTask(TranslationTask):
     def _load_teacher(self, path: str) -> None:
         if not Path(path).is_file():
             raise L2TConfigError(f"--teacher-init {path} does not exist")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        saved = state.get("extra_state", {}).get(self.__class__.__name__)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except UNREADABLE as err:
+            raise L2TConfigError(f"--teacher-init {path} cannot be read ({type(err).__name__}): it is truncated or "
+                                 f"corrupt; pass an intact l2t_translation checkpoint") from None
+        saved = state.get("extra_state", {}).get(self.__class__.__name__) if isinstance(state, dict) else None
         if saved is None:
             raise L2TConfigError(f"--teacher-init {path} holds no l2t_translation teacher (train one with "
                              f"--task l2t_translation first)")
