@@ -13,6 +13,7 @@ import torch
 
 from fairseq_l2t.teacher import Teacher
 
+from .distributed import is_main, max_over_ranks
 from .non_finite import first_non_finite
 
 
@@ -35,7 +36,8 @@ def save_atomic(obj: dict, path: str | Path) -> None:
         raise
 
 
-def save_finite(obj: dict, path: str | Path, unchecked: tuple[str, ...] = ("args", "history", "loss_snapshots")) -> None:
+def save_finite(obj: dict, path: str | Path,
+                unchecked: tuple[str, ...] = ("args", "history", "loss_snapshots")) -> None:
     """save_atomic, but refuse (FloatingPointError) a checkpoint with a non-finite tensor outside the logs, so
     a run that blew up keeps its last good file."""
     bad = first_non_finite({k: v for k, v in obj.items() if k not in unchecked})
@@ -43,6 +45,25 @@ def save_finite(obj: dict, path: str | Path, unchecked: tuple[str, ...] = ("args
         raise FloatingPointError(f"{bad} is not finite; refusing to overwrite {path} with a poisoned checkpoint "
                                  f"(the last good one is kept): lower the learning rates")
     save_atomic(obj, path)
+
+
+def save_finite_on_main(obj: dict, path: str | Path) -> None:
+    """save_finite on rank 0 only (other ranks' `obj` is ignored), with its verdict shared: when rank 0 refuses a
+    non-finite checkpoint or cannot write it, every rank raises (FloatingPointError or OSError) together instead
+    of the others hanging in the next collective."""
+    error: Exception | None = None
+    if is_main():
+        try:
+            save_finite(obj, path)
+        except (FloatingPointError, OSError) as err:
+            error = err
+    verdict = max_over_ranks(0 if error is None else 1 if isinstance(error, FloatingPointError) else 2)
+    if error is not None:
+        raise error
+    if verdict == 1:
+        raise FloatingPointError(f"process 0 refused to write {path}: a tensor is not finite; lower the learning rates")
+    if verdict == 2:
+        raise OSError(f"process 0 could not write {path}; see its error")
 
 
 def load_checkpoint(path: str | Path, kind: str) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -209,6 +209,18 @@ def pad_crop_flip(images: Tensor, generator: torch.Generator, padding: int = _AU
     ]
 
 
+def check_batch_size(batch_size: int, data: ImageSet) -> None:
+    """ValueError unless a batch fits in `data` (a CLI checks this before it writes anything)."""
+    if not 1 <= batch_size <= len(data):
+        raise ValueError(f"batch size must be between 1 and the split size {len(data)}, got {batch_size}")
+
+
+class BatchSource(Protocol):
+    """Training batches by step index: a BatchStream, or this process's ShardedStream of one."""
+
+    def batch_at(self, step: int) -> tuple[Tensor, Tensor]: ...
+
+
 class BatchStream:
     """Training minibatches as a pure function of the step index.
 
@@ -226,8 +238,7 @@ class BatchStream:
         augment: bool,
         device: torch.device | str = "cpu",
     ) -> None:
-        if not 1 <= batch_size <= len(data):
-            raise ValueError(f"batch size must be between 1 and the split size {len(data)}, got {batch_size}")
+        check_batch_size(batch_size, data)
         self.data = data
         self.batch_size = batch_size
         self.seed = seed
@@ -266,8 +277,7 @@ def eval_batches(
     device: torch.device | str = "cpu",
 ) -> list[tuple[Tensor, Tensor]]:
     """Every example once, in order, normalised and not augmented (the last batch may be smaller)."""
-    if not 1 <= batch_size <= len(data):
-        raise ValueError(f"batch size must be between 1 and the split size {len(data)}, got {batch_size}")
+    check_batch_size(batch_size, data)
     normalize = _normalizer(mean, std)
     return [
         (

@@ -44,6 +44,16 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def max_over_ranks(value: int) -> int:
+    """The largest of every rank's `value` (itself outside a process group): lets all ranks act on one rank's
+    verdict together, where a rank that stopped alone would leave the others hanging in the next collective."""
+    if not is_distributed():
+        return value
+    flag = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item())
+
+
 def require_divisible(batch_size: int) -> None:
     """ValueError unless every process can take an equal slice of each batch."""
     if batch_size % world_size():

@@ -48,7 +48,7 @@ class NonFiniteCounter:
         self.total, self.consecutive = state["total"], state["consecutive"]
 
 
-def first_non_finite(tree, path: str = "") -> str | None:
+def first_non_finite(tree: object, path: str = "") -> str | None:
     """The path of the first non-finite float tensor or number in nested dicts/lists, or None."""
     if isinstance(tree, torch.Tensor):
         return path if tree.is_floating_point() and not bool(torch.isfinite(tree).all()) else None

@@ -25,8 +25,8 @@ from fairseq_l2t.functional_student import SGDConfig
 from fairseq_l2t.online import lookahead_hypergradient
 from fairseq_l2t.state_features import StudentState
 
-from .data import BatchStream
-from .distributed import average_gradients, check_teacher, sync_teacher_grads, unroll_syncs
+from .data import BatchSource
+from .distributed import average_gradients, check_teacher, max_over_ranks, sync_teacher_grads, unroll_syncs
 from .evaluation import evaluate
 from .non_finite import NonFiniteCounter
 from .student_losses import StudentLoss
@@ -65,7 +65,7 @@ class StudentRun:
 
 def train_student(
     model: nn.Module,
-    stream: BatchStream,
+    stream: BatchSource,
     steps: int,
     sgd: SGDConfig,
     loss: StudentLoss,
@@ -103,8 +103,11 @@ def train_student(
         inputs, target = stream.batch_at(step)
         lprobs = F.log_softmax(model(inputs), dim=-1)
         value = loss(lprobs, target, state)
-        if not torch.isfinite(value):
-            raise FloatingPointError(f"the student's loss became {value.item()} at step {step}; "
+        # decided over all processes: one whose slice overflowed must not stop alone (the others would hang)
+        finite = bool(torch.isfinite(value))
+        if max_over_ranks(int(not finite)):
+            what = "non-finite in another process" if finite else value.item()
+            raise FloatingPointError(f"the student's loss became {what} at step {step}; "
                                      f"lower --lr or check the teacher")
         optimizer.zero_grad(set_to_none=True)
         value.backward()
@@ -128,7 +131,7 @@ def train_student(
 
 
 def _online_teacher_update(model: nn.Module, optimizer: torch.optim.SGD, loss: StudentLoss, state: StudentState,
-                           stream: BatchStream, step: int, online: OnlineTeaching) -> None:
+                           stream: BatchSource, step: int, online: OnlineTeaching) -> None:
     batches = [stream.batch_at(step + i) for i in range(online.lookahead)]
     result = lookahead_hypergradient(model, optimizer, loss.teacher, state, batches, online.dev_batches,
                                      online.dev_objective, engine=online.engine, **unroll_syncs())

@@ -18,11 +18,14 @@ stays bit-identical across processes (checked after every update).
 """
 from __future__ import annotations
 
+import copy
+import math
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from fairseq_l2t.dev_objectives import get_dev_objective
@@ -32,13 +35,13 @@ from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import Teacher
 
 from .checkpoints import rng_state, set_rng_state
-from .data import BatchStream, ImageSplits
+from .data import BatchSource, BatchStream, ImageSplits
 from .distributed import check_teacher, shard_stream, sharded_eval_batches, state_sync, sync_teacher_grads, unroll_syncs
 from .evaluation import evaluate
 from .models import build_model
 from .non_finite import DEFAULT_LIMIT, NonFiniteCounter
 from .student_losses import StudentLoss
-from .student_training import train_student
+from .student_training import Batches, train_student
 
 
 @dataclass(frozen=True)
@@ -96,9 +99,7 @@ def train_teacher(
     episodes = config.steps_per_round // config.episode_steps
     start_round, start_episode = 0, 0
     if resume is not None:
-        optimizer.load_state_dict(resume["optimizer"])
-        skipped.load_state_dict(resume["skipped"])
-        start_round, start_episode = divmod(resume["round"] * episodes + resume["episode"], episodes)
+        start_round, start_episode = _restore_teacher_side(resume, optimizer, skipped, episodes)
     bar = tqdm(total=config.rounds * episodes, initial=start_round * episodes + start_episode,
                desc="teacher episodes", disable=not progress, dynamic_ncols=True)
     started = time.perf_counter() - (resume["seconds"] if resume is not None else 0.0)
@@ -110,11 +111,7 @@ def train_teacher(
         student = FunctionalStudent(model)
         snapshot = student.snapshot(student_optimizer)
         if mid_round:
-            snapshot = StudentSnapshot(*(_to_device(resume["student"][k], device)
-                                         for k in ("params", "velocity", "buffers")))
-            student.load(snapshot)
-            state.load_state_dict(resume["student_state"])
-            set_rng_state(resume["rng"])
+            snapshot = _restore_student_side(resume, student, state, device)
         for episode in range(start_episode if mid_round else 0, episodes):
             offset = config.pretrain_steps + episode * config.episode_steps
             unroll = Unroll(student=student, teacher=teacher, sgd=config.sgd, steps=config.episode_steps,
@@ -157,8 +154,52 @@ def train_teacher(
     return optimizer
 
 
+def check_resume(teacher: Teacher, splits: ImageSplits, config: TeacherTrainingConfig, device: torch.device,
+                 per_class_features: bool, resume: dict) -> None:
+    """Load `resume` into throwaway copies of what train_teacher would restore it into, so that a checkpoint
+    that does not fit (KeyError, RuntimeError, ValueError, TypeError) is refused before the caller writes
+    anything, not with a traceback mid-run.  The RNGs are left as they were."""
+    teacher = copy.deepcopy(teacher)
+    episodes = config.steps_per_round // config.episode_steps
+    start_round, start_episode = _restore_teacher_side(
+        resume, torch.optim.Adam(teacher.parameters(), lr=config.teacher_lr),
+        NonFiniteCounter("hypergradients", config.max_non_finite), episodes)
+    if not 0 <= start_round < config.rounds:
+        raise ValueError(f"round {start_round} is outside this run's {config.rounds} rounds")
+    if not math.isfinite(resume["seconds"]):
+        raise ValueError(f"the run's wall time so far is {resume['seconds']}")
+    if start_episode > 0:
+        rng = rng_state()
+        try:
+            model = build_model(config.model, splits.num_classes, splits.in_channels, splits.image_size).to(device)
+            state = StudentState(splits.num_classes, total_steps=config.pretrain_steps + config.steps_per_round,
+                                 per_class=per_class_features)
+            _restore_student_side(resume, FunctionalStudent(model), state, device)
+        finally:
+            set_rng_state(rng)
+
+
+def _restore_teacher_side(resume: dict, optimizer: torch.optim.Optimizer, skipped: NonFiniteCounter,
+                          episodes: int) -> tuple[int, int]:
+    """Load the teacher's optimizer and skip counter; returns the (round, episode) to continue at."""
+    optimizer.load_state_dict(resume["optimizer"])
+    skipped.load_state_dict(resume["skipped"])
+    return divmod(resume["round"] * episodes + resume["episode"], episodes)
+
+
+def _restore_student_side(resume: dict, student: FunctionalStudent, state: StudentState,
+                          device: torch.device) -> StudentSnapshot:
+    """Load the mid-round student, its state features and the RNGs; returns the student's snapshot."""
+    snapshot = StudentSnapshot(*(_to_device(resume["student"][k], device) for k in ("params", "velocity", "buffers")))
+    student.load(snapshot)
+    state.load_state_dict(resume["student_state"])
+    set_rng_state(resume["rng"])
+    return snapshot
+
+
 def fresh_student(splits: ImageSplits, config: TeacherTrainingConfig, round_index: int, device: torch.device,
-                  dev_batches, per_class_features: bool = False, pretrain: bool = True):
+                  dev_batches: Batches, per_class_features: bool = False,
+                  pretrain: bool = True) -> tuple[nn.Module, BatchSource, StudentState, torch.optim.SGD]:
     """Round `round_index`'s student (CE-pretrained if config says so and `pretrain`): model, batch stream, state,
     SGD optimizer.
 
@@ -181,7 +222,8 @@ def fresh_student(splits: ImageSplits, config: TeacherTrainingConfig, round_inde
     return model, stream, state, optimizer
 
 
-def _to_device(tensors, device: torch.device):
+def _to_device(tensors: dict[str, Tensor] | Sequence[Tensor],
+               device: torch.device) -> dict[str, Tensor] | tuple[Tensor, ...]:
     if isinstance(tensors, dict):
         return {k: v.to(device) for k, v in tensors.items()}
     return tuple(t.to(device) for t in tensors)

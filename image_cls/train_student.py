@@ -18,8 +18,8 @@ from fairseq_l2t.dev_objectives import DEV_OBJECTIVES, get_dev_objective
 from fairseq_l2t.distributed import world_size
 from fairseq_l2t.state_features import StudentState
 
-from .checkpoints import (CheckpointError, load_checkpoint, rng_state, save_atomic, save_finite, set_rng_state,
-                          teacher_from_payload, teacher_payload)
+from .checkpoints import (CheckpointError, load_checkpoint, rng_state, save_atomic, save_finite_on_main,
+                          set_rng_state, teacher_from_payload, teacher_payload)
 from .cli_common import (CsvLog, add_data_args, add_durability_args, add_run_args, add_student_args, fail,
                          open_unit_float, positive_float, positive_int, resolve_device, seed_everything, sgd_config)
 from .data import BatchStream, DatasetUnavailable, load_splits
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
     if resumed is not None:
         try:
             run, start = _restore(resumed, model, optimizer, state, loss, online), resumed["step"]
-        except (KeyError, RuntimeError, ValueError) as err:
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
             fail(unfit_message(out, err))
     log = CsvLog(out / "log.csv", run.history) if is_main() else None
 
@@ -124,16 +124,15 @@ def main(argv: list[str] | None = None) -> dict:
         return saved
 
     def save_progress(step: int, progress: StudentRun) -> None:
-        if is_main() and args.save_every and step % args.save_every == 0 and step < args.steps:
-            save_finite(checkpoint(step, progress), out / LAST_CHECKPOINT)
+        if args.save_every and step % args.save_every == 0 and step < args.steps:
+            save_finite_on_main(checkpoint(step, progress), out / LAST_CHECKPOINT)
 
     try:
         run = train_student(model, stream, args.steps, sgd, loss, state, dev, args.eval_every, test_batches=test,
                             online=online, on_eval=log, progress=not args.no_progress and is_main(),
                             optimizer=optimizer, start_step=start, run=run, after_step=save_progress)
-        if is_main():
-            save_finite(checkpoint(args.steps), out / "checkpoint.pt")
-    except FloatingPointError as err:
+        save_finite_on_main(checkpoint(args.steps), out / "checkpoint.pt")
+    except (FloatingPointError, OSError) as err:
         fail(str(err))
     if run.loss_snapshots and is_main():
         save_atomic({"kind": "loss_trace", "snapshots": run.loss_snapshots}, out / "loss_trace.pt")

@@ -15,8 +15,6 @@ import json
 import math
 from pathlib import Path
 
-import torch
-
 from fairseq_l2t.dev_objectives import DEV_OBJECTIVES
 from fairseq_l2t.distributed import world_size
 from fairseq_l2t.hypergradient import ENGINES
@@ -24,13 +22,13 @@ from fairseq_l2t.loss_structures import DenseStructure, DiagLowRankStructure
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import Teacher
 
-from .checkpoints import CheckpointError, save_finite, teacher_payload
+from .checkpoints import CheckpointError, save_finite_on_main, teacher_payload
 from .cli_common import (CsvLog, add_data_args, add_durability_args, add_run_args, add_student_args, fail,
                          non_negative_float, positive_float, positive_int, resolve_device, seed_everything, sgd_config)
-from .data import DatasetUnavailable, load_splits
+from .data import DatasetUnavailable, check_batch_size, load_splits
 from .distributed import init_from_env, is_main, require_divisible
 from .resume import LAST_CHECKPOINT, load_progress, unfit_message
-from .teacher_training import TeacherTrainingConfig, train_teacher
+from .teacher_training import TeacherTrainingConfig, check_resume, train_teacher
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
         fail(str(err))
     device = resolve_device(args.device)
     init_from_env()
+    if world_size() > 1 and args.engine == "unrolled":  # hypergradient would raise on every rank mid-run
+        fail("--engine unrolled is single-process; use stored or checkpointed")
     out = Path(args.out)
     try:
         require_divisible(args.batch_size)
@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> dict:
         splits = load_splits(args.dataset, args.data_root, args.seed, args.download)
     except (DatasetUnavailable, CheckpointError, ValueError) as err:
         fail(str(err))
+    try:  # fresh_student would raise it after the log is written
+        check_batch_size(args.batch_size, splits.train)
+    except ValueError as err:
+        fail(f"--batch-size: {err}")
     seed_everything(args.seed)
     features = StudentState(splits.num_classes, 1, per_class=args.per_class_features).feature_names
     structure = (DenseStructure(splits.num_classes) if args.structure == "dense"
@@ -105,11 +109,12 @@ def main(argv: list[str] | None = None) -> dict:
     floor = math.log(args.prob_floor) if args.prob_floor > 0 else None
     teacher = Teacher(structure, len(features), args.gates, args.squash, features, floor).to(device)
     rows: list[dict] = []
-    if resumed is not None:
+    if resumed is not None:  # everything train_teacher will read from it, before the log is rewritten
         try:
             teacher.load_state_dict(resumed["teacher"]["state"])
             rows = resumed["history"]
-        except (KeyError, RuntimeError) as err:
+            check_resume(teacher, splits, config, device, args.per_class_features, resumed["progress"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
             fail(unfit_message(out, err))
     log = CsvLog(out / "teacher_log.csv", rows) if is_main() else None
 
@@ -126,17 +131,16 @@ def main(argv: list[str] | None = None) -> dict:
     episodes = config.rounds * (config.steps_per_round // config.episode_steps)
 
     def save_progress(progress: dict) -> None:
-        if is_main() and args.save_every and len(rows) % args.save_every == 0 and len(rows) < episodes:
-            save_finite({**checkpoint(progress["optimizer"]), "progress": progress, "history": rows},
-                        out / LAST_CHECKPOINT)
+        if args.save_every and len(rows) % args.save_every == 0 and len(rows) < episodes:
+            save_finite_on_main({**checkpoint(progress["optimizer"]), "progress": progress, "history": rows},
+                                out / LAST_CHECKPOINT)
 
     try:
         optimizer = train_teacher(teacher, splits, config, device, args.per_class_features, on_episode,
                                   progress=not args.no_progress and is_main(),
                                   resume=resumed["progress"] if resumed else None, after_episode=save_progress)
-        if is_main():
-            save_finite(checkpoint(optimizer.state_dict()), out / "teacher.pt")
-    except FloatingPointError as err:
+        save_finite_on_main(checkpoint(optimizer.state_dict()), out / "teacher.pt")
+    except (FloatingPointError, OSError) as err:
         fail(str(err))
     summary = {"teacher": str(out / "teacher.pt"), "episodes": len(rows),
                "first_dev_objective": rows[0]["dev_objective"], "last_dev_objective": rows[-1]["dev_objective"],

@@ -1,5 +1,7 @@
 """Data parallelism: 2 gloo processes on CPU must reproduce the 1-process results."""
+import contextlib
 import dataclasses
+import io
 import json
 import socket
 import subprocess
@@ -15,9 +17,13 @@ from fairseq_l2t import distributed
 from fairseq_l2t.hypergradient import hypergradient, run_unroll
 from fairseq_l2t.state_features import StudentState
 from hypergrad_helpers import NUM_CLASSES, make_unroll, perturbed_teacher, relative_error, tiny_mlp
+from fairseq_l2t.functional_student import SGDConfig
 from image_cls import plots, train_student, train_teacher
+from image_cls.checkpoints import save_finite_on_main
 from image_cls.data import BatchStream, ImageSet
-from image_cls.distributed import ShardedStream, require_divisible, shard_split
+from image_cls.distributed import ShardedStream, max_over_ranks, require_divisible, shard_split
+from image_cls.student_losses import StudentLoss
+from image_cls.student_training import train_student as train_student_loop
 
 WORLD = 2
 DEV_SPLIT = 13  # rank 0 holds 13 of the 20 dev examples, rank 1 the other 7: unequal dev shards
@@ -80,9 +86,46 @@ def _core_worker(rank: int, rendezvous: str, out: str) -> None:
             require_divisible(31)
         results["batch_shard"] = ShardedStream(tiny_stream()).batch_at(3)
         results["split_shard"] = shard_split(tiny_stream().data).labels
+        _stop_together_worker(rank, out, results)
         torch.save(results, out + f".{rank}")
     finally:
         dist.destroy_process_group()
+
+
+class _OverflowOnRank1:
+    """Rank 1's slice of every batch holds an Inf image, so only its loss is non-finite."""
+
+    def batch_at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs = torch.ones(2, 4)
+        inputs[0, 0] = float("inf") if distributed.rank() == 1 else 1.0
+        return inputs, torch.tensor([0, 1])
+
+
+def _stop_together_worker(rank: int, out: str, results: dict) -> None:
+    """What one rank alone sees (a poisoned or unwritable checkpoint on rank 0, a non-finite loss on rank 1)
+    must stop every rank, each with an error, instead of leaving the others in the next collective."""
+    results["max_over_ranks"] = max_over_ranks(3 * rank)
+    nan = {"w": torch.tensor([float("nan")])}
+    with pytest.raises(FloatingPointError, match="not finite"):
+        save_finite_on_main(nan if rank == 0 else {"w": torch.zeros(1)}, out + ".poisoned")
+    results["poisoned_written"] = Path(out + ".poisoned").exists()
+    save_finite_on_main({"w": torch.zeros(1)} if rank == 0 else nan, out + ".kept")  # only rank 0's obj counts
+    results["kept"] = torch.load(out + ".kept", weights_only=True)["w"]
+    if rank == 0:
+        Path(out + ".blocker").write_text("a file where the checkpoint's folder should be")
+    with pytest.raises(OSError):
+        save_finite_on_main({"w": torch.zeros(1)}, out + ".blocker/checkpoint.pt")
+    model = torch.nn.Linear(4, 2)
+    state = StudentState(2, 1, sync=distributed.all_reduce_sum)
+    with pytest.raises(FloatingPointError, match="the student's loss became") as info:
+        train_student_loop(model, _OverflowOnRank1(), 1, SGDConfig(0.1), StudentLoss("ce"), state,
+                           [(torch.ones(2, 4), torch.tensor([0, 1]))], eval_every=1, progress=False)
+    results["student_loss_error"] = str(info.value)
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit):
+        train_teacher.main(["--engine", "unrolled", "--no-progress", "--out", out + f".unrolled{rank}"])
+    results["unrolled_error"] = stderr.getvalue()
+    results["unrolled_out_exists"] = Path(out + f".unrolled{rank}").exists()
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +171,20 @@ def test_every_rank_takes_its_contiguous_slice_of_batches_and_splits(two_process
     inputs, target = tiny_stream().batch_at(3)
     shards = [results["batch_shard"] for results in two_process_results]
     assert all(len(y) == 2 for _, y in shards)
-    assert torch.equal(torch.cat([x for x, _ in shards]), inputs) and torch.equal(torch.cat([y for _, y in shards]), target)
+    assert torch.equal(torch.cat([x for x, _ in shards]), inputs)
+    assert torch.equal(torch.cat([y for _, y in shards]), target)
     assert [results["split_shard"].tolist() for results in two_process_results] == [[0, 1, 2, 3], [4, 5, 6, 7, 8]]
+
+
+def test_what_one_rank_sees_stops_every_rank_with_one_line(two_process_results):
+    first, second = two_process_results
+    assert first["max_over_ranks"] == second["max_over_ranks"] == 3
+    assert not first["poisoned_written"] and torch.equal(first["kept"], torch.zeros(1))
+    assert "at step 0" in second["student_loss_error"] and "another process" not in second["student_loss_error"]
+    assert "the student's loss became non-finite in another process at step 0" in first["student_loss_error"]
+    for results in two_process_results:
+        assert results["unrolled_error"] == "error: --engine unrolled is single-process; use stored or checkpointed\n"
+        assert not results["unrolled_out_exists"]
 
 
 def test_helpers_are_copies_outside_a_process_group():
@@ -146,7 +201,8 @@ REPO = Path(__file__).resolve().parents[1]
 # MLP: no BatchNorm or dropout, whose statistics and masks differ between shards and a whole batch
 COMMON = ["--model", "mlp", "--no-progress", "--seed", "1", "--batch-size", "32"]
 TEACHER = COMMON + ["--rounds", "1", "--steps-per-round", "10", "--episode-steps", "5"]
-STUDENT = COMMON + ["--loss", "teacher", "--steps", "12", "--eval-every", "6", "--online-every", "4", "--lookahead", "2"]
+STUDENT = COMMON + ["--loss", "teacher", "--steps", "12", "--eval-every", "6", "--online-every", "4",
+                    "--lookahead", "2"]
 # measured: 2-process and 1-process parameters differ by at most 3e-8 (float32 summation order)
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
 

@@ -70,6 +70,7 @@ def test_bad_options_are_refused_at_parse_time(tmp_path, capsys, main, argv, exp
     (STUDENT, ["--batch-size", "5000"], "--batch-size: batch size must be between 1 and the split size 3000"),
     (STUDENT, ["--online-every", "5"], "--online-every only makes sense with --loss teacher"),
     (TEACHER, ["--steps-per-round", "12", "--episode-steps", "5"], "must be a multiple of episode_steps"),
+    (TEACHER, ["--batch-size", "5000"], "--batch-size: batch size must be between 1 and the split size 3000"),
 ])
 def test_inconsistent_options_are_one_line_errors(tmp_path, capsys, main, argv, expected):
     line = one_line_error(main, [*argv, "--no-progress", "--out", str(tmp_path / "run")], capsys)
@@ -179,14 +180,38 @@ def test_bad_resumes(tmp_path, capsys, main):
     before = snapshot(out)
     line = one_line_error(main, argv, capsys)
     assert "belongs to a different run (--lr was 0.01, now 0.05)" in line and "use another --out" in line
-    save_atomic(progress_checkpoint(main, argv[:-1]), out / LAST_CHECKPOINT)  # same options, nothing inside
+    # same options (--out spelled another way is the same run), nothing inside
+    save_atomic(progress_checkpoint(main, ["--lr", "0.05", "--out", f"{tmp_path}/./run"]), out / LAST_CHECKPOINT)
     line = one_line_error(main, argv, capsys)
     assert "does not fit this run (KeyError" in line and "start afresh without --resume" in line
     assert not (out / "log.csv").exists() and not (out / "teacher_log.csv").exists()
+    if main is TEACHER:
+        bad_teacher_progress(out, argv, capsys)
     (out / LAST_CHECKPOINT).write_bytes(before[LAST_CHECKPOINT][:200])
     assert "corrupt or truncated" in one_line_error(main, argv, capsys)
     before[LAST_CHECKPOINT] = before[LAST_CHECKPOINT][:200]
     assert snapshot(out) == before  # no log, no checkpoint written or removed
+
+
+def bad_teacher_progress(out, argv, capsys) -> None:
+    """A teacher that fits with progress that does not: refused before train_teacher reads it, so the log of the
+    run that wrote the checkpoint is not rewritten."""
+    teacher = make_teacher()
+    good = {"optimizer": torch.optim.Adam(teacher.parameters()).state_dict(), "skipped": {"total": 0, "consecutive": 0},
+            "round": 0, "episode": 0, "seconds": 0.0}
+    broken = [({k: v for k, v in good.items() if k != "optimizer"}, "KeyError: 'optimizer'"),
+              ({**good, "optimizer": torch.optim.Adam([torch.zeros(1)]).state_dict()}, "ValueError: "),
+              ({**good, "skipped": None}, "TypeError: "),
+              ({**good, "episode": 1}, "KeyError: 'student'")]  # mid-round without the student
+    (out / "teacher_log.csv").write_text("round,episode\n0,0\n")
+    for progress, error in broken:
+        save_atomic({**progress_checkpoint(TEACHER, argv[:-1]), "teacher": teacher_payload(teacher), "history": [],
+                     "progress": progress}, out / LAST_CHECKPOINT)
+        before = snapshot(out)
+        line = one_line_error(TEACHER, argv, capsys)
+        assert f"does not fit this run ({error}" in line and "start afresh without --resume" in line, line
+        assert snapshot(out) == before
+    (out / "teacher_log.csv").unlink()
 
 
 def test_cuda_without_a_gpu(tmp_path, capsys, monkeypatch):

@@ -110,7 +110,8 @@ def patch_hypergradients(monkeypatch, module, name, bad_calls) -> None:
 
 def online_teaching(teacher, dev, limit):
     return OnlineTeaching(torch.optim.Adam(teacher.parameters(), lr=1e-3), every=2, lookahead=1,
-                          dev_objective=smooth_error, dev_batches=dev, skipped=NonFiniteCounter("hypergradients", limit))
+                          dev_objective=smooth_error, dev_batches=dev,
+                          skipped=NonFiniteCounter("hypergradients", limit))
 
 
 def test_non_finite_online_hypergradients_are_skipped_then_stop_the_run(splits, dev, monkeypatch):
@@ -183,7 +184,8 @@ def test_cli_stops_on_non_finite_teacher_outputs_and_keeps_the_last_good_checkpo
     save_atomic({"kind": "teacher", "teacher": teacher_payload(make_teacher())}, tmp_path / "teacher.pt")
     real, calls = Teacher.forward, itertools.count()
     # a student step and an eval snapshot each ask once: from about step 11 on, only NaN
-    monkeypatch.setattr(Teacher, "forward", lambda self, s: nan_like(real(self, s)) if next(calls) >= 12 else real(self, s))
+    monkeypatch.setattr(Teacher, "forward",
+                        lambda self, s: nan_like(real(self, s)) if next(calls) >= 12 else real(self, s))
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as info:
         train_student.main(["--loss", "teacher", "--teacher", str(tmp_path / "teacher.pt"), "--steps", "30",
