@@ -42,6 +42,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .dev_objectives import DevObjective
 from .functional_student import FunctionalStudent, SGDConfig, StudentSnapshot
 from .loss_structures import LossParams
+from .numerics import all_finite
 from .state_features import StudentState
 from .teacher import Teacher
 
@@ -99,7 +100,7 @@ class HypergradResult:
     features: list[Tensor] = field(repr=False)
 
     def is_finite(self) -> bool:
-        return math.isfinite(self.dev_objective) and all(bool(torch.isfinite(g).all()) for g in self.teacher_grads)
+        return math.isfinite(self.dev_objective) and all_finite(self.teacher_grads)
 
     def accumulate_into(self, teacher: Teacher) -> None:
         """Add the hypergradient to teacher.parameters()' .grad (for a torch optimizer)."""

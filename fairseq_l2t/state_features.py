@@ -145,7 +145,8 @@ class StudentState:
         batch_acc = hits[present] / counts[present]
         old = self.class_accuracy[present]
         seen = self.class_seen[present]
-        self.class_accuracy[present] = torch.where(seen, self.ema_decay * old + (1 - self.ema_decay) * batch_acc, batch_acc)
+        blended = self.ema_decay * old + (1 - self.ema_decay) * batch_acc
+        self.class_accuracy[present] = torch.where(seen, blended, batch_acc)
         self.class_seen |= present
 
     def observe_dev(self, measure: float) -> None:

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fairseq_l2t.numerics import all_finite
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import Teacher
 
@@ -45,7 +46,7 @@ class StudentLoss:
         param = next(self.teacher.parameters())
         phi = self.teacher(state.features(param.dtype, param.device))
         where = f"student step {state.step}"
-        if self.non_finite_phi.record(all(bool(torch.isfinite(v).all()) for v in phi.values()), where):
+        if self.non_finite_phi.record(all_finite(phi.values()), where):
             self.last_finite_phi = {k: v.clone() for k, v in phi.items()}
             return phi
         if self.last_finite_phi is None:

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from fairseq_l2t.dev_objectives import get_dev_objective
 from fairseq_l2t.functional_student import FunctionalStudent, SGDConfig, StudentSnapshot
 from fairseq_l2t.hypergradient import Unroll, hypergradient
+from fairseq_l2t.numerics import all_finite
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import Teacher
 
@@ -120,7 +121,7 @@ def train_teacher(
             result = hypergradient(unroll, snapshot, engine=config.engine, snapshots=config.snapshots)
             sync_teacher_grads(result)
             where = f"round {round_index}, episode {episode}"
-            if not all(bool(torch.isfinite(p).all()) for p in result.final.params):
+            if not all_finite(result.final.params):
                 raise FloatingPointError(f"the student's parameters became non-finite in {where}; lower --lr")
             finite = skipped.record(result.is_finite(), where)
             grad_norm = float(torch.cat([g.reshape(-1) for g in result.teacher_grads]).norm())

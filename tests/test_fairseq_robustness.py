@@ -6,7 +6,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -164,8 +163,8 @@ def with_empty_subset(data_bin: Path, out: Path, subset: str) -> Path:
 
 
 @pytest.mark.parametrize("case", ["teacher_lr_zero", "lookahead_lr_nan", "lookahead_steps_zero",
-                                  "reward_batches_negative", "max_non_finite_zero", "nan_teacher_init",
-                                  "truncated_teacher_init", "empty_reward_subset"])
+                                  "reward_batches_negative", "max_non_finite_zero", "prob_floor_one",
+                                  "nan_teacher_init", "truncated_teacher_init", "empty_reward_subset"])
 def test_more_bad_input_gives_one_line_error_and_writes_nothing(data_bin, saved_run, tmp_path, case):
     extra, expected = {
         "teacher_lr_zero": (["--teacher-lr", "0"], "--teacher-lr must be a positive number"),
@@ -173,6 +172,7 @@ def test_more_bad_input_gives_one_line_error_and_writes_nothing(data_bin, saved_
         "lookahead_steps_zero": (["--lookahead-steps", "0"], "--lookahead-steps must be >= 1"),
         "reward_batches_negative": (["--reward-batches", "-1"], "--reward-batches -1 must be 0 or a multiple"),
         "max_non_finite_zero": (["--max-non-finite", "0"], "--max-non-finite must be >= 1"),
+        "prob_floor_one": (["--teacher-prob-floor", "1"], "--teacher-prob-floor must be in [0, 1), got 1.0"),
         "nan_teacher_init": (["--teacher-init", str(edited_teacher(saved_run, tmp_path / "nan.pt",
                                                                   delta__d=float("nan")))],
                              "non-finite parameters"),

@@ -24,7 +24,10 @@ a row stop the run with one line before anything poisoned is saved.
 Design decisions (documented, not from the paper): the lookahead uses plain
 SGD with --lookahead-lr whatever optimizer trains the student (differentiating
 through Adam is out of scope); W is diagonal + low rank over the target
-vocabulary; state progress is batches seen / --teacher-horizon (default --max-update, or
+vocabulary; non-target log-probabilities are smoothly floored at
+log(--teacher-prob-floor), as in image_cls (without it the unsquashed loss is
+unbounded below: a 500-update Transformer run collapsed to repeating one word);
+state progress is updates seen / --teacher-horizon (default --max-update, or
 100k when no --max-update is set).  Configuration mistakes raise
 L2TConfigError, printed by fairseq-train as one line.
 """
@@ -34,7 +37,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from fairseq import metrics, utils
@@ -48,6 +51,7 @@ from ..expected_bleu import expected_bleu_dev_objective
 from ..functional_student import FunctionalStudent, SGDConfig
 from ..hypergradient import Unroll, hypergradient
 from ..loss_structures import DiagLowRankStructure
+from ..numerics import all_finite
 from ..state_features import StudentState
 from ..teacher import Teacher
 from .errors import L2TConfigError, L2TNonFiniteError
@@ -76,6 +80,10 @@ class L2TTranslationConfig(TranslationConfig):
     teacher_gates: int = field(default=2, metadata={"help": "state-dependent gates of the teacher"})
     teacher_squash: bool = field(
         default=False, metadata={"help": "use the paper's -sigmoid(z) loss instead of -z (CE at init)"})
+    teacher_prob_floor: float = field(
+        default=1e-4, metadata={"help": "smooth floor on the non-target probabilities in the teacher's loss (0: none); "
+                                        "without it a negative weight makes the loss unbounded below and the "
+                                        "student collapses"})
     teacher_init: Optional[str] = field(
         default=None, metadata={"help": "start from the teacher saved in this l2t_translation checkpoint"})
     teacher_horizon: int = field(
@@ -109,6 +117,8 @@ class L2TTranslationTask(TranslationTask):
         for name in ("lookahead_lr", "teacher_lr"):
             if not (getattr(cfg, name) > 0 and math.isfinite(getattr(cfg, name))):
                 raise L2TConfigError(f"--{name.replace('_', '-')} must be a positive number, got {getattr(cfg, name)}")
+        if not 0 <= cfg.teacher_prob_floor < 1:
+            raise L2TConfigError(f"--teacher-prob-floor must be in [0, 1), got {cfg.teacher_prob_floor}")
         if cfg.teacher_horizon < 0:
             raise L2TConfigError(f"--teacher-horizon must be >= 0, got {cfg.teacher_horizon}")
         if cfg.teacher_update_interval < 0:
@@ -121,7 +131,8 @@ class L2TTranslationTask(TranslationTask):
                                           sync=all_reduce_sum if is_distributed() else None)
         self.teacher = Teacher(DiagLowRankStructure(len(tgt_dict), cfg.teacher_rank, seed=cfg.seed),
                                self.student_state.num_features, cfg.teacher_gates, cfg.teacher_squash,
-                               self.student_state.feature_names)
+                               self.student_state.feature_names,
+                               math.log(cfg.teacher_prob_floor) if cfg.teacher_prob_floor > 0 else None)
         if cfg.teacher_init:
             self._load_teacher(cfg.teacher_init)
         self.teacher_optimizer = (torch.optim.Adam if cfg.teacher_optimizer == "adam" else torch.optim.SGD)(
@@ -152,14 +163,15 @@ class L2TTranslationTask(TranslationTask):
             self.teacher.to(device)
             with torch.no_grad():
                 phi = self.teacher(self.student_state.features(device=device))
-            if all(bool(torch.isfinite(v).all()) for v in phi.values()):
+            if all_finite(phi.values()):
                 self._last_finite_phi = phi
                 self._non_finite_in_a_row["loss"] = 0
             else:
                 self._note_non_finite("loss", f"non-finite loss from the teacher at state step {key}: the last "
                                               f"finite loss is used")
-                phi = self._last_finite_phi or {k: v.to(device) for k, v in self.teacher.structure.init_params(
-                    next(self.teacher.parameters()).dtype).items()}
+                dtype = next(self.teacher.parameters()).dtype
+                fallback = self._last_finite_phi or self.teacher.structure.init_params(dtype)
+                phi = {k: v.to(device) for k, v in fallback.items()}
             self._phi_cache = (key, phi)
         return self._phi_cache[1]
 
@@ -182,7 +194,7 @@ class L2TTranslationTask(TranslationTask):
             self._reward_data()  # fail at once, not hours later, when the reward subset is missing
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        if update_num != self._collecting_update:  # a new update (an aborted one leaves nothing behind)
+        if update_num != self._collecting_update:  # a new update: drop what an aborted one collected
             self._collecting_update = update_num
             self._update_samples, self._update_sums = [], torch.zeros(3, dtype=torch.float64)
         if self._teacher_update_due(update_num):
@@ -194,21 +206,23 @@ class L2TTranslationTask(TranslationTask):
             self._observing = False
 
     def optimizer_step(self, optimizer, model, update_num):
-        """The update's statistics become one state step; then, when due, the teacher learns from this update.
+        """When due, the teacher learns from this update; then the update's statistics become one state step.
 
-        A run that cannot recover stops here, before the student's step and before any checkpoint (an
-        exception inside train_step would make fairseq save crash.pt with the poisoned teacher).
+        The lookahead starts where this update's loss was set: from the current student, on this
+        update's batches, with the state features that chose its loss.  A run that cannot recover
+        stops here, before the student's step and before any checkpoint (an exception inside
+        train_step would make fairseq save crash.pt with the poisoned teacher).
         """
         self._stop_if_unrecoverable()
         sums = self._update_sums
         if is_distributed():
             device = next(model.parameters()).device
             sums = all_reduce_sum([sums.to(device)])[0].cpu()
-        self.student_state.observe_sums(sums)
         if self._teacher_update_due(update_num) and update_num != self._last_teacher_update:
             self._last_teacher_update = update_num
             self._update_teacher(model, update_num)
             self._stop_if_unrecoverable()
+        self.student_state.observe_sums(sums)
         self._collecting_update, self._update_samples = -1, []
         super().optimizer_step(optimizer, model, update_num)
 
@@ -234,9 +248,9 @@ class L2TTranslationTask(TranslationTask):
         self.student_state.load_state_dict(state["student_state"])
         self.teacher_updates = state["teacher_updates"]
         self.teacher_skipped_non_finite = state["teacher_skipped_non_finite"]
-        self._non_finite_in_a_row = dict(state["non_finite_in_a_row"])
+        self._non_finite_in_a_row = dict(state.get("non_finite_in_a_row", {"loss": 0, "hypergradient": 0}))
         self._last_teacher_update = state["last_teacher_update"]
-        self._last_finite_phi = state["last_finite_phi"]
+        self._last_finite_phi = state.get("last_finite_phi")  # absent before non-finite handling
         self._phi_cache = None
 
     # ---- teacher updates -------------------------------------------------------------------------
@@ -275,7 +289,10 @@ class L2TTranslationTask(TranslationTask):
             metrics.log_scalar(f"teacher_gate{i}", g, weight=1, round=3)
 
     def _teacher_step(self, result) -> bool:
-        """One step of the teacher's optimizer; undone (False) if it leaves a non-finite teacher."""
+        """One step of the teacher's optimizer; undone (False) if it leaves a non-finite teacher.
+
+        The copy for the undo is small next to the update itself (the teacher holds O(V r) numbers).
+        """
         saved = ({k: v.clone() for k, v in self.teacher.state_dict().items()},
                  copy.deepcopy(self.teacher_optimizer.state_dict()))
         self.teacher_optimizer.zero_grad(set_to_none=True)
@@ -283,7 +300,7 @@ class L2TTranslationTask(TranslationTask):
         if self.cfg.teacher_max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.teacher.parameters(), self.cfg.teacher_max_grad_norm)
         self.teacher_optimizer.step()
-        if all(bool(torch.isfinite(p).all()) for p in self.teacher.parameters()):
+        if all_finite(self.teacher.parameters()):
             return True
         self.teacher.load_state_dict(saved[0])
         self.teacher_optimizer.load_state_dict(saved[1])
@@ -305,7 +322,7 @@ class L2TTranslationTask(TranslationTask):
                                     f"--max-non-finite {self.cfg.max_non_finite}): stopped without saving; resume "
                                     f"from the last checkpoint with a lower --teacher-lr or --lookahead-lr")
 
-    def _lookahead_batch(self, device: torch.device):
+    def _lookahead_batch(self, device: torch.device) -> tuple[tuple[dict, torch.Tensor], Optional[Callable]]:
         """This update's micro-batches as one batch, and the gradient sync that sums the ranks' shares.
 
         Each rank's lookahead loss is its token mean; weighting it by the rank's share of the
@@ -373,7 +390,7 @@ class L2TTranslationTask(TranslationTask):
             raise L2TConfigError(f"--teacher-init {path} holds no l2t_translation teacher (train one with "
                              f"--task l2t_translation first)")
         self._check_teacher_config(saved["teacher_config"], path)
-        if not all(bool(torch.isfinite(v).all()) for v in saved["teacher"].values()):
+        if not all_finite(saved["teacher"].values()):
             raise L2TConfigError(f"--teacher-init {path} holds a teacher with non-finite parameters; start from an "
                                  f"earlier checkpoint of that run")
         self.teacher.load_state_dict(saved["teacher"])
