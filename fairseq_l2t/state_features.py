@@ -75,15 +75,8 @@ class StudentState:
     @torch.no_grad()
     def observe_batch(self, lprobs: Tensor, target: Tensor) -> None:
         """Record one training step's minibatch (log-probabilities N x C, targets N)."""
-        lprobs = lprobs.detach().reshape(-1, lprobs.size(-1))
-        target = target.reshape(-1)
         self.step += 1
-        # gather and argmax on the N x C tensor, never copying it (NMT: C is the vocabulary)
-        target_lprob = lprobs.gather(1, target.clamp(min=0).unsqueeze(1)).squeeze(1).double()
-        correct = lprobs.argmax(-1).eq(target).double()
-        if self.ignore_index is not None:
-            keep = target.ne(self.ignore_index)
-            target, target_lprob, correct = target[keep], target_lprob[keep], correct[keep]
+        target, target_lprob, correct = self._kept_targets(lprobs, target)
         if self.sync is not None:
             self._observe_global(target, target_lprob, correct)
             return
@@ -98,13 +91,24 @@ class StudentState:
 
     def _observe_global(self, target: Tensor, target_lprob: Tensor, correct: Tensor) -> None:
         """The EMA update from the sums over every rank's shard (one collective)."""
-        kept = torch.tensor([float(target.numel())], dtype=torch.float64, device=target_lprob.device)
-        parts = [target_lprob.sum().reshape(1), correct.sum().reshape(1), kept]
+        parts = [self._sums(target_lprob, correct)]
         if self.per_class:
-            parts += [c.to(kept.device) for c in self._class_counts(target, correct)]
+            parts += [c.to(target_lprob.device) for c in self._class_counts(target, correct)]
         sums = self.sync([torch.cat(parts)])[0].cpu()
         if self._update_from_sums(sums[:3]) and self.per_class:
             self._update_class_accuracy(sums[3:3 + self.num_classes], sums[3 + self.num_classes:])
+
+    def _kept_targets(self, lprobs: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Targets, their log-probabilities and hits (float64), ignored targets left out."""
+        lprobs = lprobs.detach().reshape(-1, lprobs.size(-1))
+        target = target.reshape(-1)
+        # gather and argmax on the N x C tensor, never copying it (NMT: C is the vocabulary)
+        target_lprob = lprobs.gather(1, target.clamp(min=0).unsqueeze(1)).squeeze(1).double()
+        correct = lprobs.argmax(-1).eq(target).double()
+        if self.ignore_index is not None:
+            keep = target.ne(self.ignore_index)
+            target, target_lprob, correct = target[keep], target_lprob[keep], correct[keep]
+        return target, target_lprob, correct
 
     @torch.no_grad()
     def batch_sums(self, lprobs: Tensor, target: Tensor) -> Tensor:
@@ -113,12 +117,13 @@ class StudentState:
         fairseq adds these up over the micro-batches (and ranks) of one update,
         so that the update is one step of the state whatever --update-freq is.
         """
-        lprobs = lprobs.detach().reshape(-1, lprobs.size(-1))
-        target = target.reshape(-1)
-        keep = torch.ones_like(target, dtype=torch.bool) if self.ignore_index is None else target.ne(self.ignore_index)
-        target_lprob = lprobs.gather(1, target.clamp(min=0).unsqueeze(1)).squeeze(1).double()
-        correct = lprobs.argmax(-1).eq(target)
-        return torch.stack([target_lprob[keep].sum(), correct[keep].sum().double(), keep.sum().double()]).cpu()
+        _, target_lprob, correct = self._kept_targets(lprobs, target)
+        return self._sums(target_lprob, correct).cpu()
+
+    @staticmethod
+    def _sums(target_lprob: Tensor, correct: Tensor) -> Tensor:
+        kept = torch.tensor(float(correct.numel()), dtype=torch.float64, device=correct.device)
+        return torch.stack([target_lprob.sum(), correct.sum(), kept])
 
     def observe_sums(self, sums: Tensor) -> None:
         """Record one step from batch_sums, already summed over everything the step saw."""
