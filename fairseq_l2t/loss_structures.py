@@ -6,6 +6,14 @@ sets (images), or diagonal plus low rank for vocabularies where C x C entries
 cannot exist (NMT, C = 10k-50k).  Every structure keeps its parameters in a
 plain dict of tensors so that a teacher can produce them as a differentiable
 function of the student's state.
+
+The well-posed structures (`SoftTargetStructure`, `SmoothingStructure`) give W
+non-negative columns, W[:, y] = a_y q_y with q_y a probability vector and
+a_y > 0, and no bias.  Then -z(p, y) = a_y CE(q_y, p) >= a_y H(q_y) >= 0 with
+equality only at p = q_y (Gibbs' inequality): every loss is bounded below and
+minimised at a proper distribution, so no member lets the student gain by
+pushing non-target probabilities to zero.  Cross-entropy (q_y = e_y) and label
+smoothing with any epsilon (q_y = (1 - eps) e_y + eps / C) are exact members.
 """
 from __future__ import annotations
 
@@ -24,10 +32,10 @@ class LossStructure(Protocol):
     num_classes: int
 
     def init_params(self, dtype: torch.dtype = torch.float32) -> LossParams:
-        """Parameters giving W = I and b = 0, i.e. cross-entropy without the sigmoid."""
+        """The base loss: W = I and b = 0 (cross-entropy without the sigmoid), or label smoothing's W."""
 
     def score(self, lprobs: Tensor, target: Tensor, params: LossParams) -> Tensor:
-        """sum_i W[i, y_n] * lprobs[n, i] + b[y_n] for every row n."""
+        """sum_i W[i, y_n] * lprobs[n, i] + b[y_n] for every row n (b = 0 where the structure has none)."""
 
     def diagonal(self, params: LossParams, target: Tensor) -> Tensor:
         """W[y_n, y_n] for every row n."""
@@ -113,6 +121,99 @@ class DiagLowRankStructure:
         return {"kind": self.kind, "num_classes": self.num_classes, "rank": self.rank, "seed": self.seed}
 
 
+def _smoothing_mass(raw: Tensor) -> Tensor:
+    """eps = clamp(raw, 0, 1): exact at 0 (cross-entropy), where torch's clamp still passes the gradient."""
+    return raw.clamp(0.0, 1.0)
+
+
+def _check_smoothing(num_classes: int, smoothing: float) -> None:
+    if num_classes < 2:
+        raise ValueError(f"need at least 2 classes, got {num_classes}")
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"the base smoothing epsilon must be in [0, 1), got {smoothing}")
+
+
+class SoftTargetStructure:
+    """Soft-target cross-entropy: W[:, y] = a_y ((1 - eps_y) e_y + eps_y softmax(B[:, y])).
+
+    Parameters: eps (C,) the smoothing mass of each target class (clamped to
+    [0, 1]), B (C x C) logits of where that mass goes, log_scale (C,) with
+    a_y = exp(log_scale[y]) the per-class weight.  At init eps = `smoothing`,
+    B = 0 (uniform over all C classes, as label smoothing) and a = 1: exactly
+    cross-entropy (smoothing 0) or label smoothing with that epsilon.
+    """
+
+    kind = "soft_target"
+
+    def __init__(self, num_classes: int, smoothing: float = 0.0):
+        _check_smoothing(num_classes, smoothing)
+        self.num_classes = num_classes
+        self.smoothing = smoothing
+
+    def init_params(self, dtype: torch.dtype = torch.float32) -> LossParams:
+        c = self.num_classes
+        return {"eps": torch.full((c,), self.smoothing, dtype=dtype), "B": torch.zeros(c, c, dtype=dtype),
+                "log_scale": torch.zeros(c, dtype=dtype)}
+
+    def score(self, lprobs: Tensor, target: Tensor, params: LossParams) -> Tensor:
+        eps = _smoothing_mass(params["eps"])[target]
+        spread = torch.softmax(params["B"], dim=0).index_select(1, target)  # C x N, the smoothing target of y_n
+        smoothed = torch.einsum("nc,cn->n", lprobs, spread)
+        hard = lprobs.gather(1, target.unsqueeze(1)).squeeze(1)
+        return params["log_scale"].exp()[target] * ((1 - eps) * hard + eps * smoothed)
+
+    def diagonal(self, params: LossParams, target: Tensor) -> Tensor:
+        return self.dense(params).diagonal()[target]
+
+    def dense(self, params: LossParams) -> Tensor:
+        eps = _smoothing_mass(params["eps"])
+        eye = torch.eye(self.num_classes, dtype=eps.dtype, device=eps.device)
+        return params["log_scale"].exp() * ((1 - eps) * eye + eps * torch.softmax(params["B"], dim=0))
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "num_classes": self.num_classes, "smoothing": self.smoothing}
+
+
+class SmoothingStructure:
+    """Low-capacity member: label smoothing whose epsilon and overall weight the teacher sets.
+
+    W = a ((1 - eps) I + eps / C 11^T) with two scalars, eps (clamped to [0, 1])
+    and a = exp(log_scale): a schedule of the smoothing mass and of the loss
+    scale (an effective learning-rate factor) over training, nothing per class.
+    """
+
+    kind = "smoothing"
+
+    def __init__(self, num_classes: int, smoothing: float = 0.0):
+        _check_smoothing(num_classes, smoothing)
+        self.num_classes = num_classes
+        self.smoothing = smoothing
+
+    def init_params(self, dtype: torch.dtype = torch.float32) -> LossParams:
+        return {"eps": torch.full((1,), self.smoothing, dtype=dtype), "log_scale": torch.zeros(1, dtype=dtype)}
+
+    def score(self, lprobs: Tensor, target: Tensor, params: LossParams) -> Tensor:
+        eps = _smoothing_mass(params["eps"])
+        hard = lprobs.gather(1, target.unsqueeze(1)).squeeze(1)
+        return params["log_scale"].exp() * ((1 - eps) * hard + eps * lprobs.mean(-1))
+
+    def diagonal(self, params: LossParams, target: Tensor) -> Tensor:
+        eps = _smoothing_mass(params["eps"])
+        return (params["log_scale"].exp() * (1 - eps + eps / self.num_classes)).expand(target.shape)
+
+    def dense(self, params: LossParams) -> Tensor:
+        eps = _smoothing_mass(params["eps"])
+        c = self.num_classes
+        eye = torch.eye(c, dtype=eps.dtype, device=eps.device)
+        return params["log_scale"].exp() * ((1 - eps) * eye + eps / c)
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "num_classes": self.num_classes, "smoothing": self.smoothing}
+
+
+WELL_POSED_KINDS = (SoftTargetStructure.kind, SmoothingStructure.kind)
+
+
 def build_structure(config: dict) -> LossStructure:
     """Rebuild a structure from `structure.config()` (as stored in a teacher checkpoint)."""
     kind = config.get("kind")
@@ -120,4 +221,8 @@ def build_structure(config: dict) -> LossStructure:
         return DenseStructure(config["num_classes"])
     if kind == DiagLowRankStructure.kind:
         return DiagLowRankStructure(config["num_classes"], config["rank"], config.get("seed", 0))
-    raise ValueError(f"unknown loss structure {kind!r}; expected 'dense' or 'lowrank'")
+    if kind == SoftTargetStructure.kind:
+        return SoftTargetStructure(config["num_classes"], config["smoothing"])
+    if kind == SmoothingStructure.kind:
+        return SmoothingStructure(config["num_classes"], config["smoothing"])
+    raise ValueError(f"unknown loss structure {kind!r}; expected one of dense, lowrank, {', '.join(WELL_POSED_KINDS)}")
