@@ -7,7 +7,7 @@ from torch import nn
 from fairseq_l2t.dev_objectives import get_dev_objective
 from fairseq_l2t.functional_student import FunctionalStudent, SGDConfig
 from fairseq_l2t.hypergradient import Unroll
-from fairseq_l2t.loss_structures import DenseStructure, DiagLowRankStructure
+from fairseq_l2t.loss_structures import DenseStructure, DiagLowRankStructure, SmoothingStructure, SoftTargetStructure
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import Teacher
 
@@ -23,10 +23,18 @@ def tiny_mlp(norm: bool = False, dropout: float = 0.0) -> nn.Module:
     return nn.Sequential(*layers).double()
 
 
-def perturbed_teacher(structure: str = "dense", squash: bool = False, seed: int = 1) -> Teacher:
+STRUCTURES = {
+    "dense": lambda: DenseStructure(NUM_CLASSES),
+    "lowrank": lambda: DiagLowRankStructure(NUM_CLASSES, 2),
+    # the well-posed ones away from the clamp of eps at 0 and 1, where the loss has a kink
+    "soft_target": lambda: SoftTargetStructure(NUM_CLASSES, 0.5),
+    "smoothing": lambda: SmoothingStructure(NUM_CLASSES, 0.5),
+}
+
+
+def perturbed_teacher(structure: str = "dense", squash: bool = False, seed: int = 1, form: str = "gate") -> Teacher:
     """A teacher away from its init so every parameter's path is exercised."""
-    shape = DenseStructure(NUM_CLASSES) if structure == "dense" else DiagLowRankStructure(NUM_CLASSES, 2)
-    teacher = Teacher(shape, num_features=4, num_gates=2, squash=squash).double()
+    teacher = Teacher(STRUCTURES[structure](), num_features=4, num_gates=2, squash=squash, form=form).double()
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in teacher.parameters():

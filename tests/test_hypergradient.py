@@ -38,15 +38,24 @@ def finite_difference(unroll, start, eps=1e-6, replay=True):
     return out
 
 
-@pytest.mark.parametrize("structure,squash,objective", [
-    ("dense", False, "cross_entropy"),
-    ("dense", True, "smooth_error"),
-    ("lowrank", False, "expected_error"),
+@pytest.mark.parametrize("structure,squash,objective,form,seed", [
+    ("dense", False, "cross_entropy", "gate", 1),
+    ("dense", True, "smooth_error", "gate", 1),
+    ("lowrank", False, "expected_error", "gate", 1),
+    ("dense", False, "cross_entropy", "attention", 1),
+    ("soft_target", False, "smooth_error", "gate", 2),
+    ("soft_target", False, "cross_entropy", "attention", 1),
+    ("smoothing", False, "expected_error", "attention", 1),
 ])
-def test_every_engine_matches_finite_differences_and_naive_unrolling(structure, squash, objective):
+def test_every_engine_matches_finite_differences_and_naive_unrolling(structure, squash, objective, form, seed):
+    torch.manual_seed(0)  # the student's and the teacher's gate init do not depend on the order the cases run in
     module = tiny_mlp()
-    unroll = make_unroll(module, perturbed_teacher(structure, squash), steps=6, objective=objective)
+    unroll = make_unroll(module, perturbed_teacher(structure, squash, seed, form), steps=6, objective=objective)
     start = unroll.student.snapshot()
+    if "eps" in unroll.teacher.base:  # finite differences need the smoothing mass inside the clamp's (0, 1)
+        for step in range(unroll.steps):
+            eps = unroll.teacher(hypergradient(unroll, start, "stored").features[step])["eps"]
+            assert ((eps > 0.01) & (eps < 0.99)).all()
     reference = flat(hypergradient(unroll, start, "unrolled").teacher_grads)
     fd = finite_difference(unroll, start)
     assert reference.abs().max() > 1e-6
