@@ -7,8 +7,10 @@ batch of step t again and get identical tensors.
 """
 from __future__ import annotations
 
+import gzip
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -16,10 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-DATASET_NAMES = ("mnist5k", "mnist", "cifar10", "cifar100")
+DATASET_NAMES = ("mnist5k", "fashion_mnist", "mnist", "cifar10", "cifar100")
 OFFLINE_FIX = "run once online with --download, or use --dataset mnist5k which works offline"
+FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+_FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                  "t10k-labels-idx1-ubyte.gz")
 _MNIST5K_PER_CLASS = (300, 100, 100)
-_DEV_SIZES = {"mnist": 10_000, "cifar10": 5_000, "cifar100": 5_000}
+_DEV_SIZES = {"mnist": 10_000, "fashion_mnist": 10_000, "cifar10": 5_000, "cifar100": 5_000}
 _AUGMENT_PADDING = 4
 _SEED_STRIDE = 1_000_003
 
@@ -68,6 +73,9 @@ def load_splits(name: str, root: str = "data", seed: int = 0, download: bool = F
       split per class into 300 train / 100 dev / 100 test by a permutation
       seeded with `seed`: 3,000 / 1,000 / 1,000 examples in all.
     - mnist: the official 60k training images as 50k train / 10k dev; the official 10k test.
+    - fashion_mnist: the same split of Fashion-MNIST, read offline from Debian's
+      dataset-fashion-mnist (/usr/share/datasets/fashion-mnist) when installed,
+      else through torchvision's FashionMNIST under `root` (--download when online).
     - cifar10, cifar100: the official 50k training images as 45k train / 5k dev; the official 10k test.
     """
     if name not in DATASET_NAMES:
@@ -76,7 +84,10 @@ def load_splits(name: str, root: str = "data", seed: int = 0, download: bool = F
         train, dev, test = _mnist5k_splits(seed)
         num_classes = 10
     else:
-        full_train, test, num_classes = _torchvision_sets(name, root, download)
+        if name == "fashion_mnist" and all((FASHION_MNIST_DEBIAN / f).is_file() for f in _FASHION_FILES):
+            full_train, test, num_classes = _idx_sets(FASHION_MNIST_DEBIAN)
+        else:
+            full_train, test, num_classes = _torchvision_sets(name, root, download)
         train, dev = _carve_dev(full_train, _DEV_SIZES[name], seed)
     for split_name, split in (("train", train), ("dev", dev), ("test", test)):
         if len(split) == 0:
@@ -108,6 +119,27 @@ def stratified_split_indices(labels: Tensor, per_class: Sequence[int], seed: int
     return [torch.cat(part).sort().values for part in parts]
 
 
+def dev_halves(dev: ImageSet, seed: int) -> tuple[ImageSet, ImageSet]:
+    """The dev split cut per class into a reward half (the teacher's objective) and a selection half.
+
+    The teacher is trained on the first and judged on the second, so that a
+    teacher which only fits the images it is rewarded on is caught.  An odd
+    class count gives the extra example to the reward half.
+    """
+    generator = torch.Generator().manual_seed(seed * 2 + 1)
+    reward, selection = [], []
+    for label in dev.labels.unique(sorted=True).tolist():
+        members = (dev.labels == label).nonzero().squeeze(1)
+        shuffled = members[torch.randperm(len(members), generator=generator)]
+        half = (len(members) + 1) // 2
+        reward.append(shuffled[:half])
+        selection.append(shuffled[half:])
+    parts = [torch.cat(p).sort().values for p in (reward, selection)]
+    if any(len(p) == 0 for p in parts):
+        raise ValueError(f"a dev split of {len(dev)} examples is too small to halve")
+    return tuple(ImageSet(dev.images[p], dev.labels[p]) for p in parts)
+
+
 def _mnist5k_splits(seed: int) -> tuple[ImageSet, ImageSet, ImageSet]:
     images, labels = _mnist5k_arrays()
     train, dev, test = (
@@ -133,11 +165,37 @@ def _mnist5k_arrays() -> tuple[Tensor, Tensor]:
     return rows[:, :-1].reshape(-1, 1, 28, 28).contiguous(), rows[:, -1].long()
 
 
+def _idx_sets(folder: Path) -> tuple[ImageSet, ImageSet, int]:
+    """The four gzipped IDX files of an MNIST-format dataset (training and test images and labels)."""
+    try:
+        train_x, train_y, test_x, test_y = (read_idx(folder / f) for f in _FASHION_FILES)
+        train, test = ImageSet(train_x.unsqueeze(1), train_y.long()), ImageSet(test_x.unsqueeze(1), test_y.long())
+    except (OSError, EOFError, ValueError) as err:
+        raise DatasetUnavailable(f"the IDX files under {folder} cannot be read ({type(err).__name__}: {err}); "
+                                 f"fix: reinstall them (apt-get install --reinstall -y dataset-fashion-mnist)") from err
+    return train, test, int(train.labels.max()) + 1
+
+
+def read_idx(path: Path) -> Tensor:
+    """A gzipped IDX file of unsigned bytes (the MNIST format: magic 0x0000080D, then D big-endian sizes)."""
+    with gzip.open(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
+        raise ValueError(f"{path.name} is not an IDX file of unsigned bytes")
+    dims = data[3]
+    sizes = np.frombuffer(data, dtype=">u4", count=dims, offset=4).astype(np.int64)
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims)
+    if body.size != int(np.prod(sizes)):
+        raise ValueError(f"{path.name} holds {body.size} values where its header says {tuple(sizes.tolist())}")
+    return torch.from_numpy(body.reshape(tuple(sizes.tolist())).copy())
+
+
 def _torchvision_sets(name: str, root: str, download: bool) -> tuple[ImageSet, ImageSet, int]:
     """The official training and test sets as ImageSets, or DatasetUnavailable in one line."""
     from torchvision import datasets
 
-    dataset_class = {"mnist": datasets.MNIST, "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+    dataset_class = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST, "cifar10": datasets.CIFAR10,
+                     "cifar100": datasets.CIFAR100}[name]
     try:
         train, test = (dataset_class(root, train=is_train, download=download) for is_train in (True, False))
     except Exception as err:  # torchvision reports unreadable files with assorted exception types
