@@ -1,5 +1,6 @@
 """The losses a student can be trained with: cross-entropy, label smoothing,
-or whatever the teacher hands out for the student's current state."""
+online label smoothing, or whatever the teacher hands out for the student's
+current state."""
 from __future__ import annotations
 
 import torch
@@ -11,22 +12,26 @@ from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import Teacher
 
 from .non_finite import DEFAULT_LIMIT, NonFiniteCounter
+from .online_label_smoothing import OnlineLabelSmoothing
 
-LOSS_NAMES = ("ce", "label_smoothing", "teacher")
+LOSS_NAMES = ("ce", "label_smoothing", "online_label_smoothing", "teacher")
 
 
 class StudentLoss:
     """Callable (lprobs, target, state) -> scalar loss; never trains the teacher."""
 
     def __init__(self, name: str, label_smoothing: float = 0.1, teacher: Teacher | None = None,
-                 max_non_finite: int = DEFAULT_LIMIT):
+                 max_non_finite: int = DEFAULT_LIMIT, online: OnlineLabelSmoothing | None = None):
         if name not in LOSS_NAMES:
             raise ValueError(f"unknown loss {name!r}; choose from {LOSS_NAMES}")
         if name == "teacher" and teacher is None:
             raise ValueError("loss 'teacher' needs a teacher (--teacher PATH)")
         if name == "label_smoothing" and not 0.0 < label_smoothing < 1.0:
             raise ValueError(f"label smoothing must be in (0, 1), got {label_smoothing}")
+        if name == "online_label_smoothing" and online is None:
+            raise ValueError("loss 'online_label_smoothing' needs its OnlineLabelSmoothing statistics")
         self.name = name
+        self.online = online
         self.label_smoothing = label_smoothing
         self.teacher = teacher
         self.non_finite_phi = NonFiniteCounter("teacher outputs", max_non_finite)
@@ -38,6 +43,8 @@ class StudentLoss:
         if self.name == "label_smoothing":
             nll = F.nll_loss(lprobs, target)
             return (1 - self.label_smoothing) * nll - self.label_smoothing * lprobs.mean(-1).mean()
+        if self.name == "online_label_smoothing":
+            return self.online(lprobs, target, state.step)
         return self.teacher.loss(lprobs, target, self.teacher_phi(state))
 
     @torch.no_grad()
@@ -55,9 +62,13 @@ class StudentLoss:
         return self.last_finite_phi
 
     def state_dict(self) -> dict:
-        """What a resumed run needs to hand out the same losses (the fallback phi and the counters)."""
-        return {"non_finite_phi": self.non_finite_phi.state_dict(), "last_finite_phi": self.last_finite_phi}
+        """What a resumed run needs to hand out the same losses (the fallback phi, the counters, the online
+        label-smoothing statistics)."""
+        return {"non_finite_phi": self.non_finite_phi.state_dict(), "last_finite_phi": self.last_finite_phi,
+                "online": self.online.state_dict() if self.online is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.non_finite_phi.load_state_dict(state["non_finite_phi"])
         self.last_finite_phi = state["last_finite_phi"]
+        if self.online is not None:
+            self.online.load_state_dict(state["online"])
