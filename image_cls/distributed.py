@@ -90,9 +90,10 @@ def shard_split(data: ImageSet) -> ImageSet:
 
 def sharded_eval_batches(data: ImageSet, batch_size: int, mean: Sequence[float], std: Sequence[float],
                          device: torch.device | str = "cpu") -> list[tuple[Tensor, Tensor]]:
-    """eval_batches over this rank's share; `evaluate` and dev_sync sum the shares."""
+    """eval_batches over this rank's share (batches of at most `batch_size`, so any split size works);
+    `evaluate` and dev_sync sum the shares."""
     shard = shard_split(data)
-    return eval_batches(shard, min(batch_size, len(shard)) if is_distributed() else batch_size, mean, std, device)
+    return eval_batches(shard, max(1, min(batch_size, len(shard))), mean, std, device)
 
 
 def average_gradients(model: nn.Module) -> None:

@@ -38,5 +38,10 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script: main() returns its summary for callers, which sys.exit would print as an error."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -44,13 +44,14 @@ def plot_learning_curves(runs: dict[str, str | Path], out: str | Path) -> Path:
 
 
 def plot_loss_matrices(trace_path: str | Path, out: str | Path, stages: int = 4) -> Path:
-    """Heatmaps of W - I (and b) at `stages` evenly spaced evaluations of a taught student."""
+    """Heatmaps of W - W_base (W_base: the teacher's base loss, I for cross-entropy) at `stages` evenly spaced
+    evaluations of a taught student."""
     trace = torch.load(trace_path, map_location="cpu", weights_only=True)["snapshots"]
     trace = [s for s in trace if s["W"] is not None]
     if not trace:
         raise ValueError(f"{trace_path} holds no dense W to draw (vocabulary too large)")
     picks = sorted({round(i * (len(trace) - 1) / max(stages - 1, 1)) for i in range(stages)})
-    deltas = [trace[i]["W"] - torch.eye(trace[i]["W"].shape[0]) for i in picks]
+    deltas = [trace[i]["W"] - _base_matrix(trace[i]) for i in picks]
     limit = max(float(d.abs().max()) for d in deltas) or 1.0
     fig, axes = plt.subplots(1, len(picks), figsize=(3.6 * len(picks), 3.6), squeeze=False)
     classes = deltas[0].shape[0]
@@ -63,9 +64,15 @@ def plot_loss_matrices(trace_path: str | Path, out: str | Path, stages: int = 4)
             ax.set_xticks(range(classes))
             ax.set_yticks(range(classes))
     axes[0][0].set_ylabel("class i (weight on log p_i)")
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="W[i, y] - I")
-    fig.suptitle("loss matrix handed out by the teacher (0 everywhere = cross-entropy)", fontsize=10)
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="W[i, y] - base W[i, y]")
+    fig.suptitle("loss matrix handed out by the teacher (0 everywhere = the teacher's base loss)", fontsize=10)
     return _save(fig, out)
+
+
+def _base_matrix(snapshot: dict) -> torch.Tensor:
+    """The base loss's W (traces written before W_base was recorded came from cross-entropy-based teachers)."""
+    base = snapshot.get("W_base")
+    return torch.eye(snapshot["W"].shape[0]) if base is None else base
 
 
 def _save(fig, out: str | Path) -> Path:

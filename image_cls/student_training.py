@@ -177,5 +177,9 @@ def _loss_snapshot(loss: StudentLoss, state: StudentState, step: int) -> dict:
     param = next(teacher.parameters())
     features = state.features(param.dtype, param.device)
     phi = teacher(features)
+    small = teacher.num_classes <= 200
+    structure = teacher.structure
     return {"step": step, "features": features.cpu(), "gates": teacher.gates(features).cpu(),
-            "W": teacher.structure.dense(phi).cpu() if teacher.num_classes <= 200 else None, "b": phi["b"].cpu()}
+            "W": structure.dense(phi).cpu() if small else None,
+            "W_base": structure.dense(structure.init_params(param.dtype)).cpu() if small else None,
+            "b": phi["b"].cpu() if "b" in phi else None}

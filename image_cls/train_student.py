@@ -1,6 +1,7 @@
-"""Train a student image classifier with cross-entropy, label smoothing, or a
-saved L2T-DLF teacher (optionally still learning online), for any number of
-steps.  Writes OUT/log.csv, OUT/checkpoint.pt (student + teacher) and, when
+"""Train a student image classifier with cross-entropy, label smoothing, online
+label smoothing, or a saved L2T-DLF teacher (optionally still learning online),
+for any number of steps.  Writes OUT/log.csv, OUT/checkpoint.pt (student +
+teacher), OUT/summary.json (final dev, dev-half and test errors) and, when
 taught, OUT/loss_trace.pt (the loss the teacher handed out at each eval).
 While it runs, OUT/checkpoint_last.pt (every --save-every steps) lets --resume
 finish a killed run exactly as if it had not stopped.
@@ -22,10 +23,12 @@ from .checkpoints import (CheckpointError, load_checkpoint, rng_state, save_atom
                           set_rng_state, teacher_from_payload, teacher_payload)
 from .cli_common import (CsvLog, add_data_args, add_durability_args, add_run_args, add_student_args, fail,
                          open_unit_float, positive_float, positive_int, resolve_device, seed_everything, sgd_config)
-from .data import BatchStream, DatasetUnavailable, load_splits
+from .data import BatchStream, DatasetUnavailable, dev_halves, load_splits
 from .distributed import init_from_env, is_main, shard_stream, sharded_eval_batches, state_sync
+from .evaluation import evaluate
 from .models import build_model
 from .non_finite import NonFiniteCounter
+from .online_label_smoothing import OnlineLabelSmoothing
 from .resume import LAST_CHECKPOINT, load_progress, unfit_message
 from .student_losses import LOSS_NAMES, StudentLoss
 from .student_training import OnlineTeaching, StudentRun, train_student
@@ -40,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_student_args(parser)
     group = parser.add_argument_group("loss")
     group.add_argument("--loss", choices=LOSS_NAMES, default="ce",
-                       help="ce: cross-entropy; label_smoothing; teacher: the loss a saved teacher hands out")
+                       help="ce: cross-entropy; label_smoothing; online_label_smoothing (Zhang et al. 2021: soft targets from "
+             "the student's own correct predictions of the previous epoch); teacher: the loss a saved teacher "
+             "hands out")
     group.add_argument("--label-smoothing", type=open_unit_float, default=0.1,
                        help="epsilon for label_smoothing, in (0, 1) (default: %(default)s)")
     group.add_argument("--teacher", help="teacher checkpoint (teacher.pt from l2t-image-train-teacher)")
@@ -88,10 +93,11 @@ def main(argv: list[str] | None = None) -> dict:
     seed_everything(args.seed)
     model = build_model(args.model, splits.num_classes, splits.in_channels, splits.image_size).to(device)
     try:
-        stream = shard_stream(BatchStream(splits.train, args.batch_size, args.seed, splits.mean, splits.std,
-                                          splits.augment, device))
+        full_stream = BatchStream(splits.train, args.batch_size, args.seed, splits.mean, splits.std, splits.augment,
+                                  device)
     except ValueError as err:
         fail(f"--batch-size: {err}")
+    stream = shard_stream(full_stream)
     dev = sharded_eval_batches(splits.dev, 500, splits.mean, splits.std, device)
     test = sharded_eval_batches(splits.test, 500, splits.mean, splits.std, device)
     online = None
@@ -99,7 +105,9 @@ def main(argv: list[str] | None = None) -> dict:
         online = OnlineTeaching(torch.optim.Adam(teacher.parameters(), lr=args.teacher_lr), args.online_every,
                                 args.lookahead, get_dev_objective(args.dev_objective), dev,
                                 skipped=NonFiniteCounter("hypergradients", args.max_non_finite))
-    loss = StudentLoss(args.loss, args.label_smoothing, teacher, args.max_non_finite)
+    online_smoothing = (OnlineLabelSmoothing(splits.num_classes, full_stream.batches_per_epoch)
+                        if args.loss == "online_label_smoothing" else None)
+    loss = StudentLoss(args.loss, args.label_smoothing, teacher, args.max_non_finite, online_smoothing)
     optimizer = torch.optim.SGD(model.parameters(), lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
     run, start = StudentRun(), 0
     if resumed is not None:
@@ -137,9 +145,12 @@ def main(argv: list[str] | None = None) -> dict:
     if run.loss_snapshots and is_main():
         save_atomic({"kind": "loss_trace", "snapshots": run.loss_snapshots}, out / "loss_trace.pt")
     final = run.history[-1]
+    reward_dev, selection_dev = (evaluate(model, sharded_eval_batches(half, 500, splits.mean, splits.std, device))
+                                 for half in dev_halves(splits.dev, args.seed))
     summary = {"loss": args.loss, "model": args.model, "dataset": args.dataset, "seed": args.seed,
-               "steps": args.steps, "dev_error": 1 - final["dev_accuracy"], "test_error": 1 - final["test_accuracy"],
-               "processes": world_size()}
+               "steps": args.steps, "dev_error": 1 - final["dev_accuracy"],
+               "reward_dev_error": reward_dev["error"], "selection_dev_error": selection_dev["error"],
+               "test_error": 1 - final["test_accuracy"], "processes": world_size()}
     if not is_main():
         return summary
     (out / "summary.json").write_text(json.dumps(summary))
@@ -163,5 +174,10 @@ def _restore(saved: dict, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     return StudentRun(saved["history"], saved["loss_snapshots"], saved["progress"]["seconds"])
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script: main() returns its summary for callers, which sys.exit would print as an error."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -11,6 +11,7 @@ Data-parallel under torchrun (gloo): --batch-size is the global batch."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -18,14 +19,16 @@ from pathlib import Path
 from fairseq_l2t.dev_objectives import DEV_OBJECTIVES
 from fairseq_l2t.distributed import world_size
 from fairseq_l2t.hypergradient import ENGINES
-from fairseq_l2t.loss_structures import DenseStructure, DiagLowRankStructure
+from fairseq_l2t.loss_structures import (WELL_POSED_KINDS, DenseStructure, DiagLowRankStructure, LossStructure,
+                                         SmoothingStructure, SoftTargetStructure)
 from fairseq_l2t.state_features import StudentState
-from fairseq_l2t.teacher import Teacher
+from fairseq_l2t.teacher import TEACHER_FORMS, Teacher
 
 from .checkpoints import CheckpointError, save_finite_on_main, teacher_payload
 from .cli_common import (CsvLog, add_data_args, add_durability_args, add_run_args, add_student_args, fail,
-                         non_negative_float, positive_float, positive_int, resolve_device, seed_everything, sgd_config)
-from .data import DatasetUnavailable, check_batch_size, load_splits
+                         non_negative_float, open_unit_float, positive_float, positive_int, resolve_device,
+                         seed_everything, sgd_config)
+from .data import DatasetUnavailable, check_batch_size, dev_halves, load_splits
 from .distributed import init_from_env, is_main, require_divisible
 from .resume import LAST_CHECKPOINT, load_progress, unfit_message
 from .teacher_training import TeacherTrainingConfig, check_resume, train_teacher
@@ -39,15 +42,30 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(parser)
     add_student_args(parser)
     group = parser.add_argument_group("teacher")
-    group.add_argument("--structure", choices=("dense", "lowrank"), default="dense",
-                       help="loss matrix W: dense C x C, or diagonal + rank-r (for many classes)")
+    group.add_argument("--structure", choices=("dense", "lowrank", *WELL_POSED_KINDS), default="dense",
+                       help="the loss family: dense C x C W, or diagonal + rank-r (the paper's bilinear family, "
+                            "unbounded below without --prob-floor); soft_target (well-posed: per-class smoothing "
+                            "mass, where it goes, and weight); smoothing (well-posed, low capacity: one smoothing "
+                            "mass and one loss scale) (default: %(default)s)")
     group.add_argument("--rank", type=positive_int, default=8, help="rank r of the lowrank structure")
+    group.add_argument("--teacher-base", type=teacher_base, default=0.0, metavar="ce|label_smoothing=EPS",
+                       help="the loss the teacher starts at exactly (well-posed structures only; default: ce)")
     group.add_argument("--squash", action="store_true",
                        help="use the paper's -sigmoid(z) loss network instead of -z (which is CE at init)")
-    group.add_argument("--prob-floor", type=non_negative_float, default=1e-4,
-                       help="floor for non-target probabilities in the loss, which keeps negative W entries "
-                            "from driving the unsquashed loss to -inf (0: no floor; default: %(default)s)")
-    group.add_argument("--gates", type=positive_int, default=2, help="number of state-dependent gates")
+    group.add_argument("--prob-floor", type=non_negative_float, default=None,
+                       help="floor for non-target probabilities in the bilinear loss, which keeps negative W "
+                            "entries from driving the unsquashed loss to -inf (0: no floor; default: 1e-4 for "
+                            "dense and lowrank, 0 for the well-posed structures, which need none)")
+    group.add_argument("--teacher-form", choices=TEACHER_FORMS, default="gate",
+                       help="gate: phi = base + sum_g tanh(a_g . s) delta_g (the authors' demo); attention: a "
+                            "softmax mix of G loss parameter sets picked by the state (the paper) "
+                            "(default: %(default)s)")
+    group.add_argument("--gates", type=positive_int, default=2,
+                       help="number of state-dependent gates (attention: loss parameter sets)")
+    group.add_argument("--reward-dev", choices=("all", "half"), default="all",
+                       help="all: reward the teacher on the whole dev split; half: on its reward half only, "
+                            "keeping the selection half unseen for choosing between teacher and base loss "
+                            "(default: %(default)s)")
     group.add_argument("--per-class-features", action="store_true",
                        help="add per-class running training accuracy to the teacher's state")
     group.add_argument("--teacher-lr", type=positive_float, default=1e-3,
@@ -76,8 +94,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def teacher_base(text: str) -> float:
+    """'ce' -> 0.0, 'label_smoothing=EPS' -> EPS in (0, 1)."""
+    if text == "ce":
+        return 0.0
+    name, _, value = text.partition("=")
+    if name != "label_smoothing" or not value:
+        raise argparse.ArgumentTypeError(f"expected ce or label_smoothing=EPS, got {text!r}")
+    return open_unit_float(value)
+
+
+def build_structure_from_args(args: argparse.Namespace, num_classes: int) -> LossStructure:
+    if args.structure == "dense":
+        return DenseStructure(num_classes)
+    if args.structure == "lowrank":
+        return DiagLowRankStructure(num_classes, args.rank, seed=args.seed)
+    kind = SoftTargetStructure if args.structure == SoftTargetStructure.kind else SmoothingStructure
+    return kind(num_classes, args.teacher_base)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
+    well_posed = args.structure in WELL_POSED_KINDS
+    if args.teacher_base and not well_posed:
+        fail(f"--teacher-base label_smoothing needs a well-posed --structure ({', '.join(WELL_POSED_KINDS)})")
+    if well_posed and (args.squash or args.prob_floor):
+        fail(f"--structure {args.structure} is bounded below by construction; drop --squash and --prob-floor")
+    prob_floor = args.prob_floor if args.prob_floor is not None else 0.0 if well_posed else 1e-4
     try:  # the config validates itself; checked before any data is loaded
         config = TeacherTrainingConfig(
             model=args.model, sgd=sgd_config(args), batch_size=args.batch_size, rounds=args.rounds,
@@ -96,6 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
         require_divisible(args.batch_size)
         resumed = load_progress(out, "teacher", args) if args.resume else None
         splits = load_splits(args.dataset, args.data_root, args.seed, args.download)
+        if args.reward_dev == "half":
+            splits = dataclasses.replace(splits, dev=dev_halves(splits.dev, args.seed)[0])
     except (DatasetUnavailable, CheckpointError, ValueError) as err:
         fail(str(err))
     try:  # fresh_student would raise it after the log is written
@@ -104,10 +149,10 @@ def main(argv: list[str] | None = None) -> dict:
         fail(f"--batch-size: {err}")
     seed_everything(args.seed)
     features = StudentState(splits.num_classes, 1, per_class=args.per_class_features).feature_names
-    structure = (DenseStructure(splits.num_classes) if args.structure == "dense"
-                 else DiagLowRankStructure(splits.num_classes, args.rank, seed=args.seed))
-    floor = math.log(args.prob_floor) if args.prob_floor > 0 else None
-    teacher = Teacher(structure, len(features), args.gates, args.squash, features, floor).to(device)
+    structure = build_structure_from_args(args, splits.num_classes)
+    floor = math.log(prob_floor) if prob_floor > 0 else None
+    teacher = Teacher(structure, len(features), args.gates, args.squash, features, floor,
+                      args.teacher_form).to(device)
     rows: list[dict] = []
     if resumed is not None:  # everything train_teacher will read from it, before the log is rewritten
         try:
@@ -153,5 +198,10 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script: main() returns its summary for callers, which sys.exit would print as an error."""
     main()
+
+
+if __name__ == "__main__":
+    cli()
