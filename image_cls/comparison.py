@@ -1,21 +1,42 @@
-"""Cross-entropy vs label smoothing vs L2T-DLF under the same student budget.
+"""L2T-DLF against strong fixed and dynamic losses under the same student budget.
 
-For every seed: a CE student, a label-smoothing student, a teacher trained on
-its own fresh students (never the evaluated one), and a fresh student taught by
-that teacher with the same steps, batches and SGD settings as the CE student.
-All runs go through the real CLIs, so their folders hold logs and checkpoints.
+For one student model and several seeds, every method trains a student with
+the same steps, batches (by seed) and SGD settings, through the real CLIs:
+
+- ce, label_smoothing (epsilon 0.1);
+- label_smoothing_tuned: the epsilon from `ls_grid` with the lowest mean dev
+  error over the seeds (chosen on dev, never on test);
+- online_label_smoothing (Zhang et al. 2021): dynamic, no teacher, no dev data;
+- l2t_dlf: a teacher that starts exactly at label_smoothing_tuned (or CE), is
+  trained on its own fresh students (never the evaluated one) and rewarded on
+  the reward half of dev only, then teaches a fresh student.  If that student
+  is not better than its base loss's student on the selection half of dev,
+  the run keeps the base loss and says so (`kept_base`): selection happens on
+  dev data the teacher never saw.
+
+Each method's folder holds its logs and checkpoints; `reuse` reads the summary
+of finished runs, so a long table can be completed over several sittings.
 """
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from fairseq_l2t.loss_structures import WELL_POSED_KINDS
+
 from . import train_student, train_teacher
 
-METHODS = ("ce", "label_smoothing", "l2t_dlf")
+METHODS = ("ce", "label_smoothing", "label_smoothing_tuned", "online_label_smoothing", "l2t_dlf")
+BASELINES = METHODS[:-1]
+LS_GRID = (0.05, 0.1, 0.2, 0.3)
+FIXED_EPSILON = 0.1
+# two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom (then the normal's 1.96)
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
 
 @dataclass
@@ -27,41 +48,103 @@ class ComparisonConfig:
     lr: float = 0.05
     batch_size: int = 64
     eval_every: int = 50
+    ls_grid: tuple[float, ...] = LS_GRID
     teacher_rounds: int = 2
     episode_steps: int = 50
     teacher_lr: float = 1e-3
+    teacher_base: str = "tuned"  # "tuned" (label_smoothing_tuned's epsilon) or "ce"
+    structure: str = "soft_target"
+    teacher_form: str = "gate"
     dev_objective: str = "smooth_error"
     extra_teacher_args: list[str] = field(default_factory=list)
+    variant: str = ""  # names an ablation's teacher and taught-student folders (teacher-VARIANT, l2t_dlf-VARIANT)
+    teacher_seeds: tuple[int, ...] | None = None  # the seeds that get a teacher (default: all)
     device: str = "cpu"
     progress: bool = True
     reuse: bool = False
 
+    def __post_init__(self):
+        if FIXED_EPSILON not in self.ls_grid:
+            raise ValueError(f"the label-smoothing grid must hold the fixed baseline's {FIXED_EPSILON}")
+        if self.teacher_base not in ("tuned", "ce"):
+            raise ValueError(f"teacher_base must be 'tuned' or 'ce', got {self.teacher_base!r}")
+        if self.teacher_base == "tuned" and self.structure not in WELL_POSED_KINDS:
+            raise ValueError(f"a teacher based on label smoothing needs a well-posed structure {WELL_POSED_KINDS}")
 
-def run_comparison(config: ComparisonConfig, out: str | Path) -> list[dict]:
-    """One row per (seed, method) with dev and test error of the final student."""
-    out = Path(out)
-    common = ["--dataset", config.dataset, "--model", config.model, "--lr", str(config.lr),
-              "--batch-size", str(config.batch_size), "--device", config.device]
-    if not config.progress:
-        common.append("--no-progress")
+
+def run_comparison(config: ComparisonConfig, out: str | Path,
+                   report: Callable[[str], None] = print) -> list[dict]:
+    """One row per (seed, method) with reward-dev, selection-dev, dev and test error of the final student."""
+    runs = _Runs(config, Path(out) / config.model)
+    grid = {eps: [runs.student(seed, _ls_dir(eps), ["--loss", "label_smoothing", "--label-smoothing", str(eps)])
+                  for seed in config.seeds] for eps in config.ls_grid}
+    tuned = min(config.ls_grid, key=lambda eps: (statistics.mean(r["dev_error"] for r in grid[eps]), eps))
+    report(f"{config.model}: label smoothing epsilon chosen on dev: {tuned} (mean dev error "
+           + ", ".join(f"{eps}: {100 * statistics.mean(r['dev_error'] for r in grid[eps]):.2f} %"
+                       for eps in config.ls_grid) + ")")
+    base_epsilon = tuned if config.teacher_base == "tuned" else 0.0
     rows = []
-    for seed in config.seeds:
-        student_args = common + ["--steps", str(config.steps), "--eval-every", str(config.eval_every),
-                                 "--seed", str(seed)]
-        run_dir = out / config.model / f"seed{seed}"
-        for method, loss_args in (("ce", ["--loss", "ce"]), ("label_smoothing", ["--loss", "label_smoothing"])):
-            result = _run(train_student.main, student_args + loss_args, run_dir / method, config.reuse)
-            rows.append({"method": method, **result})
-        _run(train_teacher.main, common + ["--seed", str(seed), "--rounds", str(config.teacher_rounds),
-                                           "--steps-per-round", str(config.steps), "--episode-steps",
-                                           str(config.episode_steps), "--teacher-lr", str(config.teacher_lr),
-                                           "--dev-objective", config.dev_objective, *config.extra_teacher_args],
-             run_dir / "teacher", config.reuse)
-        result = _run(train_student.main, student_args + ["--loss", "teacher", "--teacher",
-                                                          str(run_dir / "teacher" / "teacher.pt")],
-                      run_dir / "l2t_dlf", config.reuse)
-        rows.append({"method": "l2t_dlf", **result})
+    suffix = f"-{config.variant}" if config.variant else ""
+    for i, seed in enumerate(config.seeds):
+        ce = runs.student(seed, "ce", ["--loss", "ce"])
+        base = grid[base_epsilon][i] if base_epsilon else ce
+        rows += [_row("ce", ce), _row("label_smoothing", grid[FIXED_EPSILON][i], epsilon=FIXED_EPSILON),
+                 _row("label_smoothing_tuned", grid[tuned][i], epsilon=tuned),
+                 _row("online_label_smoothing", runs.student(seed, "online_label_smoothing",
+                                                             ["--loss", "online_label_smoothing"]))]
+        if config.teacher_seeds is not None and seed not in config.teacher_seeds:
+            continue
+        teacher = runs.teacher(seed, base_epsilon, "teacher" + suffix)
+        taught = runs.student(seed, "l2t_dlf" + suffix, ["--loss", "teacher", "--teacher", str(teacher)])
+        kept_base = not taught["selection_dev_error"] < base["selection_dev_error"]
+        report(f"{config.model} seed {seed}: taught student's selection-dev error "
+               f"{100 * taught['selection_dev_error']:.2f} % vs its base loss's {100 * base['selection_dev_error']:.2f}"
+               f" %: {'keeps the base loss' if kept_base else 'keeps the teacher'}")
+        rows.append(_row("l2t_dlf", base if kept_base else taught, kept_base=kept_base, base_epsilon=base_epsilon,
+                         teacher_reward_dev_error=taught["reward_dev_error"],
+                         teacher_selection_dev_error=taught["selection_dev_error"],
+                         base_selection_dev_error=base["selection_dev_error"], teacher_test_error=taught["test_error"]))
     return rows
+
+
+class _Runs:
+    """The CLI runs of one model's comparison, each in its own folder (seed/method)."""
+
+    def __init__(self, config: ComparisonConfig, out: Path):
+        self.config = config
+        self.out = out
+        self.common = ["--dataset", config.dataset, "--model", config.model, "--lr", str(config.lr),
+                       "--batch-size", str(config.batch_size), "--device", config.device]
+        if not config.progress:
+            self.common.append("--no-progress")
+
+    def student(self, seed: int, name: str, loss_args: list[str]) -> dict:
+        argv = self.common + ["--steps", str(self.config.steps), "--eval-every", str(self.config.eval_every),
+                              "--seed", str(seed), *loss_args]
+        return _run(train_student.main, argv, self.out / f"seed{seed}" / name, self.config.reuse)
+
+    def teacher(self, seed: int, base_epsilon: float, name: str) -> Path:
+        config = self.config
+        argv = self.common + ["--seed", str(seed), "--rounds", str(config.teacher_rounds), "--steps-per-round",
+                              str(config.steps), "--episode-steps", str(config.episode_steps), "--teacher-lr",
+                              str(config.teacher_lr), "--dev-objective", config.dev_objective, "--structure",
+                              config.structure, "--teacher-form", config.teacher_form, "--reward-dev", "half",
+                              *config.extra_teacher_args]
+        if config.structure in WELL_POSED_KINDS:
+            argv += ["--teacher-base", f"label_smoothing={base_epsilon}" if base_epsilon else "ce"]
+        folder = self.out / f"seed{seed}" / name
+        _run(train_teacher.main, argv, folder, config.reuse)
+        return folder / "teacher.pt"
+
+
+def _ls_dir(epsilon: float) -> str:
+    return f"label_smoothing_{epsilon:g}"
+
+
+def _row(method: str, summary: dict, **extra) -> dict:
+    return {"method": method, **{k: summary[k] for k in ("model", "dataset", "seed", "steps", "dev_error",
+                                                         "reward_dev_error", "selection_dev_error", "test_error")},
+            **extra}
 
 
 def _run(main: Callable[[list[str]], dict], argv: list[str], out: Path, reuse: bool) -> dict:
@@ -72,7 +155,7 @@ def _run(main: Callable[[list[str]], dict], argv: list[str], out: Path, reuse: b
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Mean and sample standard deviation of test/dev error per (model, method)."""
+    """Mean and sample standard deviation of the errors (in %) per (model, method)."""
     table = []
     for model in dict.fromkeys(r["model"] for r in rows):
         for method in METHODS:
@@ -80,24 +163,59 @@ def summarise(rows: list[dict]) -> list[dict]:
             if not picked:
                 continue
             test = [100 * r["test_error"] for r in picked]
-            dev = [100 * r["dev_error"] for r in picked]
-            table.append({"model": model, "method": method, "seeds": len(picked),
-                          "test_error_mean": statistics.mean(test),
-                          "test_error_std": statistics.stdev(test) if len(test) > 1 else 0.0,
-                          "dev_error_mean": statistics.mean(dev), "test_errors": test})
+            entry = {"model": model, "method": method, "seeds": len(picked),
+                     "test_error_mean": statistics.mean(test),
+                     "test_error_std": statistics.stdev(test) if len(test) > 1 else 0.0,
+                     "dev_error_mean": statistics.mean(100 * r["dev_error"] for r in picked),
+                     "reward_dev_error_mean": statistics.mean(100 * r["reward_dev_error"] for r in picked),
+                     "selection_dev_error_mean": statistics.mean(100 * r["selection_dev_error"] for r in picked),
+                     "test_errors": test}
+            if "epsilon" in picked[0]:
+                entry["epsilon"] = picked[0]["epsilon"]
+            if method == "l2t_dlf":
+                entry["kept_base"] = sum(r["kept_base"] for r in picked)
+            table.append(entry)
     return table
 
 
-def format_table(summary: list[dict]) -> str:
-    """A Markdown table; the last column says whether L2T-DLF beat CE."""
-    lines = ["| student | loss | seeds | test error % (mean ± std) | dev error % | per-seed test error % |",
-             "|---|---|---|---|---|---|"]
-    ce = {s["model"]: s["test_error_mean"] for s in summary if s["method"] == "ce"}
+def paired_differences(rows: list[dict]) -> list[dict]:
+    """Per model and baseline: L2T-DLF's test error minus the baseline's, seed by seed (percentage points),
+    with its mean, a 95 % t interval and how many seeds L2T-DLF won (strictly lower error)."""
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        ours = {r["seed"]: r for r in rows if r["model"] == model and r["method"] == "l2t_dlf"}
+        for baseline in BASELINES:
+            theirs = {r["seed"]: r for r in rows if r["model"] == model and r["method"] == baseline}
+            seeds = sorted(set(ours) & set(theirs))
+            if not seeds:
+                continue
+            diffs = [100 * (ours[s]["test_error"] - theirs[s]["test_error"]) for s in seeds]
+            mean = statistics.mean(diffs)
+            half = (_T975[min(len(diffs), 31) - 2] if len(diffs) <= 31 else 1.96) * statistics.stdev(diffs) \
+                / math.sqrt(len(diffs)) if len(diffs) > 1 else math.inf
+            out.append({"model": model, "baseline": baseline, "seeds": len(seeds), "differences": diffs,
+                        "mean_difference": mean, "ci95": [mean - half, mean + half],
+                        "wins": sum(d < 0 for d in diffs), "ties": sum(d == 0 for d in diffs)})
+    return out
+
+
+def format_table(summary: list[dict], paired: list[dict]) -> str:
+    """Two Markdown tables: the errors per method, and L2T-DLF's paired test-error differences."""
+    lines = ["| student | method | seeds | test error % (mean ± std) | reward-dev % | selection-dev % | dev % | "
+             "per-seed test error % |", "|---|---|---|---|---|---|---|---|"]
     for s in summary:
-        verdict = ""
-        if s["method"] == "l2t_dlf" and s["model"] in ce:
-            verdict = " (below CE)" if s["test_error_mean"] < ce[s["model"]] else " (NOT below CE)"
-        seeds = ", ".join(f"{e:.1f}" for e in s["test_errors"])
-        lines.append(f"| {s['model']} | {s['method']} | {s['seeds']} | {s['test_error_mean']:.2f} ± "
-                     f"{s['test_error_std']:.2f}{verdict} | {s['dev_error_mean']:.2f} | {seeds} |")
+        name = s["method"] + (f" (eps {s['epsilon']:g})" if "epsilon" in s else "")
+        if s["method"] == "l2t_dlf":
+            name += f" (kept base in {s['kept_base']}/{s['seeds']})"
+        seeds = ", ".join(f"{e:.2f}" for e in s["test_errors"])
+        lines.append(f"| {s['model']} | {name} | {s['seeds']} | {s['test_error_mean']:.2f} ± "
+                     f"{s['test_error_std']:.2f} | {s['reward_dev_error_mean']:.2f} | "
+                     f"{s['selection_dev_error_mean']:.2f} | {s['dev_error_mean']:.2f} | {seeds} |")
+    lines += ["", "| student | L2T-DLF minus | seeds | mean difference (points) | 95 % interval | L2T-DLF wins |",
+              "|---|---|---|---|---|---|"]
+    for p in paired:
+        low, high = p["ci95"]
+        lines.append(f"| {p['model']} | {p['baseline']} | {p['seeds']} | {p['mean_difference']:+.2f} | "
+                     f"[{low:+.2f}, {high:+.2f}] | {p['wins']}/{p['seeds']}"
+                     + (f" ({p['ties']} tied)" if p["ties"] else "") + " |")
     return "\n".join(lines)

@@ -1,0 +1,154 @@
+"""The pieces of the fair comparison: Fashion-MNIST from IDX files, dev halves, online label smoothing,
+the well-posed teacher through the CLIs, and the comparison with its selection and paired statistics."""
+import gzip
+import json
+import math
+import struct
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from image_cls import comparison, data, train_student, train_teacher
+from image_cls.comparison import ComparisonConfig, format_table, paired_differences, run_comparison, summarise
+from image_cls.data import DatasetUnavailable, ImageSet, dev_halves, load_splits, read_idx
+from image_cls.online_label_smoothing import OnlineLabelSmoothing
+
+
+def write_idx(path, array: torch.Tensor) -> None:
+    header = b"\x00\x00\x08" + bytes([array.dim()]) + struct.pack(f">{array.dim()}I", *array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.numpy().tobytes())
+
+
+def fake_fashion(folder, train=60, test=20):
+    folder.mkdir(parents=True, exist_ok=True)
+    images = torch.randint(0, 256, (train + test, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    labels = (torch.arange(train + test) % 10).to(torch.uint8)
+    for name, values in zip(data._FASHION_FILES, (images[:train], labels[:train], images[train:], labels[train:])):
+        write_idx(folder / name, values)
+    return images, labels
+
+
+def test_fashion_mnist_reads_the_debian_idx_files_and_carves_a_seeded_dev_split(tmp_path, monkeypatch):
+    images, labels = fake_fashion(tmp_path)
+    monkeypatch.setattr(data, "FASHION_MNIST_DEBIAN", tmp_path)
+    monkeypatch.setitem(data._DEV_SIZES, "fashion_mnist", 20)
+    splits = load_splits("fashion_mnist", seed=3)
+    assert (len(splits.train), len(splits.dev), len(splits.test)) == (40, 20, 20)
+    assert splits.num_classes == 10 and splits.in_channels == 1 and splits.image_size == 28
+    torch.testing.assert_close(splits.test.images[:, 0], images[60:])
+    train_and_dev = torch.cat([splits.train.images, splits.dev.images])
+    assert sorted(train_and_dev.reshape(60, -1).sum(1).tolist()) == sorted(images[:60].reshape(60, -1).sum(1).tolist())
+    assert not splits.augment
+    again = load_splits("fashion_mnist", seed=3)
+    assert torch.equal(again.dev.labels, splits.dev.labels)
+
+
+def test_a_corrupt_idx_file_is_one_line_with_the_fix(tmp_path, monkeypatch):
+    fake_fashion(tmp_path)
+    with gzip.open(tmp_path / data._FASHION_FILES[2], "wb") as handle:
+        handle.write(b"\x00\x00\x08\x03" + struct.pack(">3I", 20, 28, 28) + b"\x00" * 100)  # truncated body
+    monkeypatch.setattr(data, "FASHION_MNIST_DEBIAN", tmp_path)
+    with pytest.raises(DatasetUnavailable, match="cannot be read .*reinstall") as info:
+        load_splits("fashion_mnist")
+    assert "\n" not in str(info.value)
+    (tmp_path / "junk.gz").write_bytes(gzip.compress(b"not idx"))
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(tmp_path / "junk.gz")
+
+
+@pytest.mark.skipif(not (data.FASHION_MNIST_DEBIAN / data._FASHION_FILES[0]).is_file(),
+                    reason="needs apt-get install -y dataset-fashion-mnist (scripts/setup_env.sh installs it as root)")
+def test_the_real_fashion_mnist_has_the_papers_split():
+    splits = load_splits("fashion_mnist", seed=0)
+    assert (len(splits.train), len(splits.dev), len(splits.test)) == (50_000, 10_000, 10_000)
+    assert torch.bincount(splits.test.labels).tolist() == [1000] * 10
+
+
+def test_dev_halves_are_disjoint_stratified_and_cover_dev():
+    labels = torch.arange(103) % 10
+    dev = ImageSet(torch.arange(103, dtype=torch.uint8).view(103, 1, 1, 1).expand(103, 1, 2, 2).contiguous(), labels)
+    reward, selection = dev_halves(dev, seed=0)
+    ids = lambda part: set(part.images[:, 0, 0, 0].tolist())  # noqa: E731
+    assert ids(reward).isdisjoint(ids(selection)) and ids(reward) | ids(selection) == set(range(103))
+    assert (torch.bincount(reward.labels) - torch.bincount(selection.labels)).abs().max() <= 1
+    assert ids(dev_halves(dev, seed=0)[0]) == ids(reward) and ids(dev_halves(dev, seed=1)[0]) != ids(reward)
+
+
+def test_online_label_smoothing_uses_last_epochs_correct_predictions():
+    ols = OnlineLabelSmoothing(num_classes=3, batches_per_epoch=2)
+    lprobs = torch.log(torch.tensor([[0.7, 0.2, 0.1], [0.5, 0.3, 0.2], [0.2, 0.6, 0.2], [0.6, 0.3, 0.1]]))
+    target = torch.tensor([0, 0, 1, 1])  # the last one is wrong and must not count
+    first = ols(lprobs, target, step=0)
+    ls = torch.tensor([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9]])  # epoch 0: LS 0.1, off-diagonal / (C-1)
+    expected = 0.5 * F.nll_loss(lprobs, target) - 0.5 * (ls[target] * lprobs).sum(-1).mean()
+    torch.testing.assert_close(first.float(), expected)
+    ols(lprobs, target, step=1)
+    ols(lprobs[:1], target[:1], step=2)  # epoch 1 starts: the targets are swapped first
+    torch.testing.assert_close(ols.targets[:, 0].float(), torch.tensor([0.6, 0.25, 0.15]))
+    torch.testing.assert_close(ols.targets[:, 1].float(), torch.tensor([0.2, 0.6, 0.2]))
+    torch.testing.assert_close(ols.targets[:, 2], ls[2].double())  # no correct example of class 2: kept
+    twin = OnlineLabelSmoothing(3, 2)
+    twin.load_state_dict(ols.state_dict())
+    torch.testing.assert_close(twin(lprobs, target, 3), ols(lprobs, target, 3))
+
+
+def test_well_posed_teacher_clis_and_their_bad_input(tmp_path, capsys):
+    common = ["--model", "mlp", "--no-progress", "--seed", "1"]
+    teacher_dir = tmp_path / "teacher"
+    train_teacher.main(common + ["--rounds", "1", "--steps-per-round", "20", "--episode-steps", "10",
+                                 "--structure", "soft_target", "--teacher-base", "label_smoothing=0.2",
+                                 "--teacher-form", "attention", "--reward-dev", "half", "--out", str(teacher_dir)])
+    saved = torch.load(teacher_dir / "teacher.pt", weights_only=True)["teacher"]["config"]
+    assert saved["structure"] == {"kind": "soft_target", "num_classes": 10, "smoothing": 0.2}
+    assert saved["form"] == "attention" and saved["log_prob_floor"] is None
+    summary = train_student.main(common + ["--loss", "teacher", "--teacher", str(teacher_dir / "teacher.pt"),
+                                           "--steps", "20", "--eval-every", "10", "--out", str(tmp_path / "taught")])
+    assert 0 <= summary["reward_dev_error"] <= 1 and 0 <= summary["selection_dev_error"] <= 1
+    assert summary["dev_error"] == pytest.approx((summary["reward_dev_error"] + summary["selection_dev_error"]) / 2)
+    trace = torch.load(tmp_path / "taught" / "loss_trace.pt", weights_only=True)["snapshots"]
+    assert trace[0]["W_base"].diagonal()[0].item() == pytest.approx(0.8 + 0.2 / 10)
+    for argv, message in ((["--teacher-base", "label_smoothing=0.1"], "needs a well-posed --structure"),
+                          (["--structure", "smoothing", "--squash"], "bounded below by construction"),
+                          (["--teacher-base", "label_smoothing=1.5"], "strictly between 0 and 1"),
+                          (["--teacher-base", "focal"], "expected ce or label_smoothing=EPS")):
+        with pytest.raises(SystemExit):
+            train_teacher.main(common + argv + ["--out", str(tmp_path / "bad")])
+        assert message in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "bad").exists()
+
+
+def test_comparison_tunes_label_smoothing_on_dev_and_keeps_the_base_unless_the_teacher_wins(tmp_path):
+    config = ComparisonConfig(seeds=(0,), steps=20, eval_every=10, ls_grid=(0.1, 0.3), teacher_rounds=1,
+                              episode_steps=10, progress=False)
+    lines = []
+    rows = run_comparison(config, tmp_path, report=lines.append)
+    assert [r["method"] for r in rows] == list(comparison.METHODS)
+    by = {r["method"]: r for r in rows}
+    grid = {eps: json.loads((tmp_path / "mlp" / "seed0" / f"label_smoothing_{eps:g}" / "summary.json").read_text())
+            for eps in (0.1, 0.3)}
+    tuned = min(grid, key=lambda eps: (grid[eps]["dev_error"], eps))
+    assert by["label_smoothing_tuned"]["epsilon"] == tuned and f"chosen on dev: {tuned}" in lines[0]
+    teacher = torch.load(tmp_path / "mlp" / "seed0" / "teacher" / "teacher.pt", weights_only=True)
+    assert teacher["teacher"]["config"]["structure"]["smoothing"] == tuned
+    l2t = by["l2t_dlf"]
+    assert l2t["kept_base"] == (not l2t["teacher_selection_dev_error"] < by["label_smoothing_tuned"]["selection_dev_error"])
+    expected_test = by["label_smoothing_tuned"]["test_error"] if l2t["kept_base"] else l2t["teacher_test_error"]
+    assert l2t["test_error"] == expected_test
+    again = run_comparison(ComparisonConfig(**{**config.__dict__, "reuse": True}), tmp_path, report=lines.append)
+    assert again == rows  # every finished run is read back, nothing retrained
+    table = format_table(summarise(rows), paired_differences(rows))
+    assert "label_smoothing_tuned (eps" in table and "| mlp | online_label_smoothing |" in table
+
+
+def test_paired_differences_interval_and_wins():
+    rows = [{"model": "mlp", "method": m, "seed": s, "test_error": e}
+            for s, (ours, base) in enumerate([(0.10, 0.12), (0.11, 0.12), (0.13, 0.12)])
+            for m, e in (("l2t_dlf", ours), ("ce", base))]
+    (paired,) = paired_differences(rows)
+    diffs = [-2.0, -1.0, 1.0]
+    assert paired["differences"] == pytest.approx(diffs) and paired["wins"] == 2
+    mean = sum(diffs) / 3
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 2)
+    assert paired["ci95"] == pytest.approx([mean - 4.303 * sd / math.sqrt(3), mean + 4.303 * sd / math.sqrt(3)])
