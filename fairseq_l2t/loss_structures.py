@@ -126,14 +126,24 @@ def _smoothing_mass(raw: Tensor) -> Tensor:
     return raw.clamp(0.0, 1.0)
 
 
-def _check_smoothing(num_classes: int, smoothing: float) -> None:
-    if num_classes < 2:
-        raise ValueError(f"need at least 2 classes, got {num_classes}")
-    if not 0.0 <= smoothing < 1.0:
-        raise ValueError(f"the base smoothing epsilon must be in [0, 1), got {smoothing}")
+class _WellPosedStructure:
+    """What the well-posed structures share: the class count, the base loss's epsilon, the config."""
+
+    kind = ""
+
+    def __init__(self, num_classes: int, smoothing: float = 0.0):
+        if num_classes < 2:
+            raise ValueError(f"need at least 2 classes, got {num_classes}")
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"the base smoothing epsilon must be in [0, 1), got {smoothing}")
+        self.num_classes = num_classes
+        self.smoothing = smoothing
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "num_classes": self.num_classes, "smoothing": self.smoothing}
 
 
-class SoftTargetStructure:
+class SoftTargetStructure(_WellPosedStructure):
     """Soft-target cross-entropy: W[:, y] = a_y ((1 - eps_y) e_y + eps_y softmax(B[:, y])).
 
     Parameters: eps (C,) the smoothing mass of each target class (clamped to
@@ -144,11 +154,6 @@ class SoftTargetStructure:
     """
 
     kind = "soft_target"
-
-    def __init__(self, num_classes: int, smoothing: float = 0.0):
-        _check_smoothing(num_classes, smoothing)
-        self.num_classes = num_classes
-        self.smoothing = smoothing
 
     def init_params(self, dtype: torch.dtype = torch.float32) -> LossParams:
         c = self.num_classes
@@ -170,11 +175,8 @@ class SoftTargetStructure:
         eye = torch.eye(self.num_classes, dtype=eps.dtype, device=eps.device)
         return params["log_scale"].exp() * ((1 - eps) * eye + eps * torch.softmax(params["B"], dim=0))
 
-    def config(self) -> dict:
-        return {"kind": self.kind, "num_classes": self.num_classes, "smoothing": self.smoothing}
 
-
-class SmoothingStructure:
+class SmoothingStructure(_WellPosedStructure):
     """Low-capacity member: label smoothing whose epsilon and overall weight the teacher sets.
 
     W = a ((1 - eps) I + eps / C 11^T) with two scalars, eps (clamped to [0, 1])
@@ -183,11 +185,6 @@ class SmoothingStructure:
     """
 
     kind = "smoothing"
-
-    def __init__(self, num_classes: int, smoothing: float = 0.0):
-        _check_smoothing(num_classes, smoothing)
-        self.num_classes = num_classes
-        self.smoothing = smoothing
 
     def init_params(self, dtype: torch.dtype = torch.float32) -> LossParams:
         return {"eps": torch.full((1,), self.smoothing, dtype=dtype), "log_scale": torch.zeros(1, dtype=dtype)}
@@ -206,9 +203,6 @@ class SmoothingStructure:
         c = self.num_classes
         eye = torch.eye(c, dtype=eps.dtype, device=eps.device)
         return params["log_scale"].exp() * ((1 - eps) * eye + eps / c)
-
-    def config(self) -> dict:
-        return {"kind": self.kind, "num_classes": self.num_classes, "smoothing": self.smoothing}
 
 
 WELL_POSED_KINDS = (SoftTargetStructure.kind, SmoothingStructure.kind)

@@ -43,9 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_student_args(parser)
     group = parser.add_argument_group("loss")
     group.add_argument("--loss", choices=LOSS_NAMES, default="ce",
-                       help="ce: cross-entropy; label_smoothing; online_label_smoothing (Zhang et al. 2021: soft targets from "
-             "the student's own correct predictions of the previous epoch); teacher: the loss a saved teacher "
-             "hands out")
+                       help="ce: cross-entropy; label_smoothing; online_label_smoothing (Zhang et al. 2021: soft "
+                            "targets from the student's own correct predictions of the previous epoch); teacher: the "
+                            "loss a saved teacher hands out")
     group.add_argument("--label-smoothing", type=open_unit_float, default=0.1,
                        help="epsilon for label_smoothing, in (0, 1) (default: %(default)s)")
     group.add_argument("--teacher", help="teacher checkpoint (teacher.pt from l2t-image-train-teacher)")
