@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     matrices = plot_loss_matrices(run0 / "l2t_dlf" / "loss_trace.pt", out / "teacher_loss_matrices.png")
     (out / "results.json").write_text(json.dumps({"rows": rows, "summary": summary, "paired": paired}, indent=1))
     (out / "results.md").write_text(table + "\n")
-    print(f"\n{dataset}, {args.model} student, {steps} SGD steps of 64, errors in % ({len(rows) // 5} seed(s)):\n")
+    print(f"\n{dataset}, {args.model} student, {steps} SGD steps of 64, errors in % ({args.seeds} seed(s)):\n")
     print(table)
     print(f"\nplots: {curves}, {matrices}")
 

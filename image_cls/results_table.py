@@ -36,14 +36,17 @@ def main(argv: list[str] | None, dataset: str, defaults: dict, description: str)
     args = parser.parse_args(argv)
     started = time.perf_counter()
     lrs = dict(item.split("=") for item in args.lr)
-    rows, configs = [], []
+    rows = []
     for model in args.models:
-        config = ComparisonConfig(model=model, dataset=dataset, seeds=tuple(range(args.seeds)), steps=args.steps,
-                                  lr=float(lrs.get(model, 0.05)), teacher_rounds=args.teacher_rounds,
-                                  teacher_lr=args.teacher_lr, teacher_base=args.teacher_base,
-                                  structure=args.structure, teacher_form=args.teacher_form, device=args.device,
-                                  progress=False, reuse=args.reuse)
-        configs.append(config)
+        try:
+            config = ComparisonConfig(model=model, dataset=dataset, seeds=tuple(range(args.seeds)),
+                                      steps=args.steps, lr=float(lrs.get(model, 0.05)),
+                                      teacher_rounds=args.teacher_rounds, teacher_lr=args.teacher_lr,
+                                      teacher_base=args.teacher_base, structure=args.structure,
+                                      teacher_form=args.teacher_form, device=args.device, progress=False,
+                                      reuse=args.reuse)
+        except ValueError as err:
+            parser.error(str(err))
         rows += run_comparison(config, args.runs)
     summary, paired = summarise(rows), paired_differences(rows)
     table = format_table(summary, paired)
