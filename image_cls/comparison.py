@@ -55,7 +55,7 @@ class ComparisonConfig:
     teacher_base: str = "tuned"  # "tuned" (label_smoothing_tuned's epsilon) or "ce"
     structure: str = "soft_target"
     teacher_form: str = "gate"
-    dev_objective: str = "smooth_error"
+    dev_objective: str = "cross_entropy"  # the smooth 0-1 error is gamed by flattening the student (ablation)
     extra_teacher_args: list[str] = field(default_factory=list)
     variant: str = ""  # names an ablation's teacher and taught-student folders (teacher-VARIANT, l2t_dlf-VARIANT)
     teacher_seeds: tuple[int, ...] | None = None  # the seeds that get a teacher (default: all)

@@ -27,6 +27,8 @@ def main(argv: list[str] | None, dataset: str, defaults: dict, description: str)
     parser.add_argument("--teacher-lr", type=float, default=defaults["teacher_lr"], help="(default: %(default)s)")
     parser.add_argument("--structure", default="soft_target", help="teacher's loss family (default: %(default)s)")
     parser.add_argument("--teacher-form", default="gate", help="(default: %(default)s)")
+    parser.add_argument("--dev-objective", default="cross_entropy",
+                        help="the teacher's reward on the reward half of dev (default: %(default)s)")
     parser.add_argument("--teacher-base", choices=("tuned", "ce"), default="tuned",
                         help="tuned: the teacher starts at label_smoothing_tuned (default: %(default)s)")
     parser.add_argument("--runs", default=f"runs/{dataset}_table", help="every run's folder (default: %(default)s)")
@@ -43,7 +45,8 @@ def main(argv: list[str] | None, dataset: str, defaults: dict, description: str)
                                       steps=args.steps, lr=float(lrs.get(model, 0.05)),
                                       teacher_rounds=args.teacher_rounds, teacher_lr=args.teacher_lr,
                                       teacher_base=args.teacher_base, structure=args.structure,
-                                      teacher_form=args.teacher_form, device=args.device, progress=False,
+                                      teacher_form=args.teacher_form, dev_objective=args.dev_objective,
+                                      device=args.device, progress=False,
                                       reuse=args.reuse)
         except ValueError as err:
             parser.error(str(err))
@@ -54,8 +57,8 @@ def main(argv: list[str] | None, dataset: str, defaults: dict, description: str)
                 f"5e-4); label smoothing 0.1 and tuned on mean dev error over {LS_GRID}; online label smoothing "
                 f"alpha 0.5; L2T-DLF: {args.structure} loss family, {args.teacher_form} teacher starting at "
                 f"{'label_smoothing_tuned' if args.teacher_base == 'tuned' else 'cross-entropy'}, trained for "
-                f"{args.teacher_rounds} rounds of {args.steps} steps with exact 50-step hypergradients of the smooth "
-                f"0-1 error on the reward half of dev (Adam {args.teacher_lr}), then frozen to teach a fresh "
+                f"{args.teacher_rounds} round(s) of {args.steps} steps with exact 50-step hypergradients of the "
+                f"{args.dev_objective} on the reward half of dev (Adam {args.teacher_lr}), then frozen to teach a fresh "
                 f"student; kept only where it beats its base loss on the selection half of dev; seeds "
                 f"0..{args.seeds - 1}; {time.perf_counter() - started:.0f} s for this invocation"
                 f"{' (finished runs reused)' if args.reuse else ''}.")

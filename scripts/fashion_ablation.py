@@ -19,7 +19,10 @@ from pathlib import Path
 from image_cls.comparison import ComparisonConfig, run_comparison
 
 VARIANTS = {  # name: (what changes, ComparisonConfig overrides)
-    "": ("default: soft_target family, gate form, base label_smoothing_tuned, teacher Adam lr 1e-2", {}),
+    "": ("default: soft_target family, gate form, base label_smoothing_tuned, dev cross-entropy reward, "
+         "teacher Adam lr 1e-2", {}),
+    "smooth-error": ("reward: the demo's smooth 0-1 error (k = 50) instead of dev cross-entropy",
+                     {"dev_objective": "smooth_error"}),
     "lr1e-3": ("teacher lr 1e-3 instead of 1e-2", {"teacher_lr": 1e-3}),
     "attention": ("attention form (softmax mix of 2 loss sets) instead of tanh gates", {"teacher_form": "attention"}),
     "smoothing": ("low-capacity family: one smoothing mass and one loss scale", {"structure": "smoothing"}),
