@@ -1,15 +1,15 @@
 """Train the teacher by episodes along whole student trainings.
 
-A round trains a fresh student (new init, new batch order) for
-`steps_per_round` SGD steps under the current teacher.  The round is cut into
-episodes of `episode_steps` steps; after each episode the exact hypergradient
-of the dev objective through that episode updates the teacher, and the student
-continues from where the episode left it.  So the teacher sees the student at
-every stage of its training, with the same state features it will read when
-it later teaches a new student from scratch.  With steps_per_round equal to
-episode_steps and CE pretraining, every round is one episode from a
-pretrained student and, with same_student, the same student and batches every
-round: the authors' demo protocol.
+A round trains `students` fresh students (new inits, new batch orders) side
+by side for `steps_per_round` SGD steps under the current teacher.  The round
+is cut into episodes of `episode_steps` steps; after each episode the exact
+hypergradients of the dev objective through that episode, averaged over the
+students, update the teacher, and every student continues from where the
+episode left it.  So the teacher sees students at every stage of training,
+with the same state features it will read when it later teaches a new student
+from scratch.  With steps_per_round equal to episode_steps and CE pretraining,
+every round is one episode from a pretrained student and, with same_student,
+the same student and batches every round: the authors' demo protocol.
 
 Under torchrun each process unrolls its slice of every batch with a mean
 gradient sync, on its share of the dev split (dev objective summed over
@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from fairseq_l2t.dev_objectives import get_dev_objective
 from fairseq_l2t.functional_student import FunctionalStudent, SGDConfig, StudentSnapshot
-from fairseq_l2t.hypergradient import Unroll, hypergradient
+from fairseq_l2t.hypergradient import HypergradResult, Unroll, hypergradient
 from fairseq_l2t.numerics import all_finite
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import Teacher
@@ -61,11 +61,13 @@ class TeacherTrainingConfig:
     dev_batch_size: int = 500
     max_grad_norm: float = 0.0
     same_student: bool = False
+    students: int = 1
     seed: int = 0
     max_non_finite: int = DEFAULT_LIMIT
 
     def __post_init__(self):
-        for name in ("rounds", "steps_per_round", "episode_steps", "batch_size", "dev_batch_size", "max_non_finite"):
+        for name in ("rounds", "steps_per_round", "episode_steps", "batch_size", "dev_batch_size", "max_non_finite",
+                     "students"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.steps_per_round % self.episode_steps:
@@ -105,54 +107,95 @@ def train_teacher(
                desc="teacher episodes", disable=not progress, dynamic_ncols=True)
     started = time.perf_counter() - (resume["seconds"] if resume is not None else 0.0)
     for round_index in range(start_round, config.rounds):
-        student_index = 0 if config.same_student else round_index
         mid_round = round_index == start_round and start_episode > 0
-        model, stream, state, student_optimizer = fresh_student(splits, config, student_index, device, dev_batches,
-                                                                per_class_features, pretrain=not mid_round)
-        student = FunctionalStudent(model)
-        snapshot = student.snapshot(student_optimizer)
+        cohort = [_LiveStudent.fresh(splits, config, _student_index(config, round_index, k), device, dev_batches,
+                                     per_class_features, pretrain=not mid_round) for k in range(config.students)]
         if mid_round:
-            snapshot = _restore_student_side(resume, student, state, device)
+            _restore_student_side(resume, cohort, device)
         for episode in range(start_episode if mid_round else 0, episodes):
             offset = config.pretrain_steps + episode * config.episode_steps
-            unroll = Unroll(student=student, teacher=teacher, sgd=config.sgd, steps=config.episode_steps,
-                            batch_at=lambda t, offset=offset: stream.batch_at(offset + t), dev_batches=dev_batches,
-                            dev_objective=objective, tracker=state, **unroll_syncs())
-            result = hypergradient(unroll, snapshot, engine=config.engine, snapshots=config.snapshots)
-            sync_teacher_grads(result)
             where = f"round {round_index}, episode {episode}"
-            if not all_finite(result.final.params):
-                raise FloatingPointError(f"the student's parameters became non-finite in {where}; lower --lr")
-            finite = skipped.record(result.is_finite(), where)
-            grad_norm = float(torch.cat([g.reshape(-1) for g in result.teacher_grads]).norm())
+            results = [_episode_hypergradient(live, teacher, config, offset, dev_batches, objective, where)
+                       for live in cohort]
+            finite = skipped.record(all(r.is_finite() for r in results), where)
+            grads = [sum(gs) / len(results) for gs in zip(*(r.teacher_grads for r in results))]
+            grad_norm = float(torch.cat([g.reshape(-1) for g in grads]).norm())
             if finite:
                 optimizer.zero_grad(set_to_none=True)
-                result.accumulate_into(teacher)
+                for p, g in zip(teacher.parameters(), grads):
+                    p.grad = g.detach().clone()
                 if config.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(teacher.parameters(), config.max_grad_norm)
                 optimizer.step()
                 check_teacher(teacher, where)
-            snapshot, state = result.final, result.tracker
-            student.load(snapshot)
-            dev = evaluate(model, dev_batches)
-            state.observe_dev(dev["accuracy"])
+            accuracies = [live.advance(result, dev_batches) for live, result in zip(cohort, results)]
+            dev_objective = sum(r.dev_objective for r in results) / len(results)
             row = {"round": round_index, "episode": episode, "student_step": offset + config.episode_steps,
-                   "dev_objective": result.dev_objective, "dev_accuracy": dev["accuracy"],
+                   "dev_objective": dev_objective, "dev_accuracy": sum(accuracies) / len(accuracies),
                    "hypergradient_norm": grad_norm, "skipped_non_finite": int(not finite),
                    "seconds": time.perf_counter() - started}
             bar.update(1)
-            bar.set_postfix(M=f"{result.dev_objective:.4f}", dev_acc=f"{dev['accuracy']:.4f}",
+            bar.set_postfix(M=f"{dev_objective:.4f}", dev_acc=f"{row['dev_accuracy']:.4f}",
                             **({"skipped": skipped.total} if skipped.total else {}))
             if on_episode is not None:
                 on_episode(row)
             if after_episode is not None:
                 after_episode({"round": round_index, "episode": episode + 1, "optimizer": optimizer.state_dict(),
-                               "skipped": skipped.state_dict(), "student_state": state.state_dict(),
-                               "student": {"params": list(snapshot.params), "velocity": list(snapshot.velocity),
-                                           "buffers": snapshot.buffers}, "rng": rng_state(),
+                               "skipped": skipped.state_dict(),
+                               "student_states": [live.state.state_dict() for live in cohort],
+                               "students": [live.snapshot_dict() for live in cohort], "rng": rng_state(),
                                "seconds": time.perf_counter() - started})
     bar.close()
     return optimizer
+
+
+@dataclass
+class _LiveStudent:
+    """One of a round's students: its module, batches, state features and current snapshot."""
+
+    model: nn.Module
+    stream: BatchSource
+    state: StudentState
+    functional: FunctionalStudent
+    snapshot: StudentSnapshot
+
+    @classmethod
+    def fresh(cls, splits: ImageSplits, config: "TeacherTrainingConfig", index: int, device: torch.device,
+              dev_batches: Batches, per_class_features: bool, pretrain: bool) -> "_LiveStudent":
+        model, stream, state, optimizer = fresh_student(splits, config, index, device, dev_batches,
+                                                        per_class_features, pretrain)
+        functional = FunctionalStudent(model)
+        return cls(model, stream, state, functional, functional.snapshot(optimizer))
+
+    def advance(self, result: HypergradResult, dev_batches: Batches) -> float:
+        """Continue from the episode's end; returns (and records in the state) the new dev accuracy."""
+        self.snapshot, self.state = result.final, result.tracker
+        self.functional.load(self.snapshot)
+        accuracy = evaluate(self.model, dev_batches)["accuracy"]
+        self.state.observe_dev(accuracy)
+        return accuracy
+
+    def snapshot_dict(self) -> dict:
+        return {"params": list(self.snapshot.params), "velocity": list(self.snapshot.velocity),
+                "buffers": self.snapshot.buffers}
+
+
+def _student_index(config: "TeacherTrainingConfig", round_index: int, k: int) -> int:
+    """Which fresh student (seed offset) is student k of a round: the same ones every round with same_student."""
+    return k if config.same_student else round_index * config.students + k
+
+
+def _episode_hypergradient(live: _LiveStudent, teacher: Teacher, config: "TeacherTrainingConfig", offset: int,
+                           dev_batches: Batches, objective, where: str) -> HypergradResult:
+    """One student's exact hypergradient through the episode that starts at student step `offset`."""
+    unroll = Unroll(student=live.functional, teacher=teacher, sgd=config.sgd, steps=config.episode_steps,
+                    batch_at=lambda t: live.stream.batch_at(offset + t), dev_batches=dev_batches,
+                    dev_objective=objective, tracker=live.state, **unroll_syncs())
+    result = hypergradient(unroll, live.snapshot, engine=config.engine, snapshots=config.snapshots)
+    sync_teacher_grads(result)
+    if not all_finite(result.final.params):
+        raise FloatingPointError(f"the student's parameters became non-finite in {where}; lower --lr")
+    return result
 
 
 def check_resume(teacher: Teacher, splits: ImageSplits, config: TeacherTrainingConfig, device: torch.device,
@@ -172,10 +215,15 @@ def check_resume(teacher: Teacher, splits: ImageSplits, config: TeacherTrainingC
     if start_episode > 0:
         rng = rng_state()
         try:
-            model = build_model(config.model, splits.num_classes, splits.in_channels, splits.image_size).to(device)
-            state = StudentState(splits.num_classes, total_steps=config.pretrain_steps + config.steps_per_round,
-                                 per_class=per_class_features)
-            _restore_student_side(resume, FunctionalStudent(model), state, device)
+            cohort = []
+            for _ in range(config.students):
+                model = build_model(config.model, splits.num_classes, splits.in_channels,
+                                    splits.image_size).to(device)
+                state = StudentState(splits.num_classes, total_steps=config.pretrain_steps + config.steps_per_round,
+                                     per_class=per_class_features)
+                functional = FunctionalStudent(model)
+                cohort.append(_LiveStudent(model, None, state, functional, None))
+            _restore_student_side(resume, cohort, device)
         finally:
             set_rng_state(rng)
 
@@ -188,14 +236,16 @@ def _restore_teacher_side(resume: dict, optimizer: torch.optim.Optimizer, skippe
     return divmod(resume["round"] * episodes + resume["episode"], episodes)
 
 
-def _restore_student_side(resume: dict, student: FunctionalStudent, state: StudentState,
-                          device: torch.device) -> StudentSnapshot:
-    """Load the mid-round student, its state features and the RNGs; returns the student's snapshot."""
-    snapshot = StudentSnapshot(*(_to_device(resume["student"][k], device) for k in ("params", "velocity", "buffers")))
-    student.load(snapshot)
-    state.load_state_dict(resume["student_state"])
+def _restore_student_side(resume: dict, cohort: list[_LiveStudent], device: torch.device) -> None:
+    """Load the mid-round students, their state features and the RNGs."""
+    if len(resume["students"]) != len(cohort):
+        raise ValueError(f"the checkpoint holds {len(resume['students'])} students per round, this run "
+                         f"{len(cohort)}")
+    for live, saved, state in zip(cohort, resume["students"], resume["student_states"]):
+        live.snapshot = StudentSnapshot(*(_to_device(saved[k], device) for k in ("params", "velocity", "buffers")))
+        live.functional.load(live.snapshot)
+        live.state.load_state_dict(state)
     set_rng_state(resume["rng"])
-    return snapshot
 
 
 def fresh_student(splits: ImageSplits, config: TeacherTrainingConfig, round_index: int, device: torch.device,

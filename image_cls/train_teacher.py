@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--same-student", action="store_true",
                        help="restart every round from the same student and batches (the authors' demo protocol) "
                             "instead of a fresh student per round")
+    group.add_argument("--students", type=positive_int, default=1,
+                       help="fresh students trained side by side in each round; every teacher update averages "
+                            "their hypergradients (costs K times the compute; default: %(default)s)")
     group.add_argument("--engine", choices=ENGINES, default="stored",
                        help="stored: all weights kept; checkpointed: memory flat in T; unrolled: naive autograd")
     group.add_argument("--snapshots", type=positive_int, default=8, help="snapshots of the checkpointed engine")
@@ -127,7 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
             steps_per_round=args.steps_per_round, episode_steps=args.episode_steps,
             pretrain_steps=args.pretrain_steps or 0, engine=args.engine, snapshots=args.snapshots,
             teacher_lr=args.teacher_lr, dev_objective=args.dev_objective, max_grad_norm=args.max_grad_norm,
-            same_student=args.same_student, seed=args.seed, max_non_finite=args.max_non_finite)
+            same_student=args.same_student, students=args.students, seed=args.seed,
+            max_non_finite=args.max_non_finite)
     except ValueError as err:
         fail(str(err))
     device = resolve_device(args.device)

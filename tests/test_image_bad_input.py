@@ -202,7 +202,7 @@ def bad_teacher_progress(out, argv, capsys) -> None:
     broken = [({k: v for k, v in good.items() if k != "optimizer"}, "KeyError: 'optimizer'"),
               ({**good, "optimizer": torch.optim.Adam([torch.zeros(1)]).state_dict()}, "ValueError: "),
               ({**good, "skipped": None}, "TypeError: "),
-              ({**good, "episode": 1}, "KeyError: 'student'")]  # mid-round without the student
+              ({**good, "episode": 1}, "KeyError: 'students'")]  # mid-round without the students
     (out / "teacher_log.csv").write_text("round,episode\n0,0\n")
     for progress, error in broken:
         save_atomic({**progress_checkpoint(TEACHER, argv[:-1]), "teacher": teacher_payload(teacher), "history": [],

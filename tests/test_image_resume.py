@@ -189,3 +189,18 @@ def test_sigkill_during_a_save_keeps_the_previous_checkpoint(tmp_path):
     assert len(stale) == 1 and stale[0].startswith(f".{LAST_CHECKPOINT}.") and stale[0].endswith(".tmp")
     remove_stale_temp_files(path)  # what --resume does before continuing
     assert [p.name for p in tmp_path.iterdir()] == [LAST_CHECKPOINT]
+
+
+def test_teacher_cli_with_two_students_resumes_exactly(tmp_path):
+    argv = ["--model", "mlp", "--rounds", "1", "--steps-per-round", "40", "--episode-steps", "5", "--students", "2",
+            "--structure", "soft_target", "--teacher-base", "label_smoothing=0.1", "--save-every", "2"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    killed = launch("image_cls.train_teacher", argv + ["--out", str(broken)])
+    kill_once(killed, lambda: lines(broken / "teacher_log.csv") >= 4)
+    assert len(load_checkpoint(broken / LAST_CHECKPOINT, "teacher")["progress"]["students"]) == 2
+    resumed = launch("image_cls.train_teacher", argv + ["--out", str(broken), "--resume"])
+    run_in_process(train_teacher.main, argv + ["--out", str(whole)])
+    finish(resumed)
+    a, b = (torch.load(d / "teacher.pt", weights_only=True) for d in (whole, broken))
+    assert_same_tensors(a["teacher"], b["teacher"])
+    assert csv_rows(broken / "teacher_log.csv") == csv_rows(whole / "teacher_log.csv")

@@ -164,3 +164,37 @@ def test_the_main_job_prints_the_comparison_and_draws_its_plots(tmp_path, capsys
     assert [s["method"] for s in results["summary"]] == list(comparison.METHODS)
     for png in ("learning_curves.png", "teacher_loss_matrices.png"):
         assert (tmp_path / png).stat().st_size > 10_000
+
+
+def test_teacher_updates_average_the_hypergradients_of_several_students():
+    """students=2: the logged hypergradient is the mean of the two students' own (first episode, same teacher)."""
+    from fairseq_l2t.dev_objectives import get_dev_objective
+    from fairseq_l2t.functional_student import FunctionalStudent, SGDConfig
+    from fairseq_l2t.hypergradient import Unroll, hypergradient
+    from fairseq_l2t.loss_structures import SoftTargetStructure
+    from fairseq_l2t.state_features import StudentState
+    from fairseq_l2t.teacher import Teacher
+    from image_cls.data import eval_batches
+    from image_cls.teacher_training import TeacherTrainingConfig, fresh_student, train_teacher
+
+    splits = load_splits("mnist5k", seed=0)
+    config = TeacherTrainingConfig(model="mlp", sgd=SGDConfig(0.05, 0.9, 5e-4), rounds=1, steps_per_round=10,
+                                   episode_steps=10, dev_objective="cross_entropy", students=2, seed=4)
+    torch.manual_seed(0)
+    state = StudentState(10, 1)
+    teacher = Teacher(SoftTargetStructure(10, 0.1), state.num_features, 2, feature_names=state.feature_names)
+    dev = eval_batches(splits.dev, 500, splits.mean, splits.std)
+    own = []
+    for index in (0, 1):
+        model, stream, tracker, optimizer = fresh_student(splits, config, index, torch.device("cpu"), dev)
+        student = FunctionalStudent(model)
+        unroll = Unroll(student, teacher, config.sgd, 10, stream.batch_at, dev, get_dev_objective("cross_entropy"),
+                        tracker)
+        own.append(hypergradient(unroll, student.snapshot(optimizer)))
+    mean = torch.cat([(a + b).reshape(-1) / 2 for a, b in zip(own[0].teacher_grads, own[1].teacher_grads)])
+    rows = []
+    train_teacher(teacher, splits, config, torch.device("cpu"), on_episode=rows.append, progress=False)
+    assert rows[0]["hypergradient_norm"] == pytest.approx(float(mean.norm()), rel=1e-6)
+    assert rows[0]["dev_objective"] == pytest.approx((own[0].dev_objective + own[1].dev_objective) / 2, rel=1e-6)
+    single = torch.cat([g.reshape(-1) for g in own[0].teacher_grads])
+    assert not torch.allclose(single, mean)  # the two students really differ
