@@ -27,6 +27,10 @@ VARIANTS = {  # name: (what changes, ComparisonConfig overrides)
     "attention": ("attention form (softmax mix of 2 loss sets) instead of tanh gates", {"teacher_form": "attention"}),
     "smoothing": ("low-capacity family: one smoothing mass and one loss scale", {"structure": "smoothing"}),
     "ce-base": ("teacher starts at cross-entropy instead of label_smoothing_tuned", {"teacher_base": "ce"}),
+    "students2": ("each teacher update averages the hypergradients of 2 students trained side by side",
+                  {"extra_teacher_args": ["--students", "2"]}),
+    "horizon500": ("500-step episodes (checkpointed engine, 8 snapshots) instead of 50-step ones",
+                   {"episode_steps": 500, "extra_teacher_args": ["--engine", "checkpointed"]}),
     "bilinear": ("the paper's bilinear family (dense W, probability floor 1e-4), base cross-entropy",
                  {"structure": "dense", "teacher_base": "ce"}),
 }
