@@ -180,7 +180,7 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 def paired_differences(rows: list[dict]) -> list[dict]:
     """Per model and baseline: L2T-DLF's test error minus the baseline's, seed by seed (percentage points),
-    with its mean, a 95 % t interval and how many seeds L2T-DLF won (strictly lower error)."""
+    with its mean, a 95 % t interval (None for one seed) and how many seeds L2T-DLF won (strictly lower error)."""
     out = []
     for model in dict.fromkeys(r["model"] for r in rows):
         ours = {r["seed"]: r for r in rows if r["model"] == model and r["method"] == "l2t_dlf"}
@@ -191,10 +191,13 @@ def paired_differences(rows: list[dict]) -> list[dict]:
                 continue
             diffs = [100 * (ours[s]["test_error"] - theirs[s]["test_error"]) for s in seeds]
             mean = statistics.mean(diffs)
-            half = (_T975[min(len(diffs), 31) - 2] if len(diffs) <= 31 else 1.96) * statistics.stdev(diffs) \
-                / math.sqrt(len(diffs)) if len(diffs) > 1 else math.inf
+            ci95 = None  # no interval from one seed
+            if len(diffs) > 1:
+                quantile = _T975[len(diffs) - 2] if len(diffs) <= len(_T975) + 1 else 1.96
+                half = quantile * statistics.stdev(diffs) / math.sqrt(len(diffs))
+                ci95 = [mean - half, mean + half]
             out.append({"model": model, "baseline": baseline, "seeds": len(seeds), "differences": diffs,
-                        "mean_difference": mean, "ci95": [mean - half, mean + half],
+                        "mean_difference": mean, "ci95": ci95,
                         "wins": sum(d < 0 for d in diffs), "ties": sum(d == 0 for d in diffs)})
     return out
 
@@ -214,8 +217,8 @@ def format_table(summary: list[dict], paired: list[dict]) -> str:
     lines += ["", "| student | L2T-DLF minus | seeds | mean difference (points) | 95 % interval | L2T-DLF wins |",
               "|---|---|---|---|---|---|"]
     for p in paired:
-        low, high = p["ci95"]
+        interval = "n/a (one seed)" if p["ci95"] is None else "[{:+.2f}, {:+.2f}]".format(*p["ci95"])
         lines.append(f"| {p['model']} | {p['baseline']} | {p['seeds']} | {p['mean_difference']:+.2f} | "
-                     f"[{low:+.2f}, {high:+.2f}] | {p['wins']}/{p['seeds']}"
+                     f"{interval} | {p['wins']}/{p['seeds']}"
                      + (f" ({p['ties']} tied)" if p["ties"] else "") + " |")
     return "\n".join(lines)

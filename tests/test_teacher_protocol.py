@@ -198,3 +198,10 @@ def test_teacher_updates_average_the_hypergradients_of_several_students():
     assert rows[0]["dev_objective"] == pytest.approx((own[0].dev_objective + own[1].dev_objective) / 2, rel=1e-6)
     single = torch.cat([g.reshape(-1) for g in own[0].teacher_grads])
     assert not torch.allclose(single, mean)  # the two students really differ
+
+
+def test_one_seed_has_no_interval():
+    rows = [{"model": "mlp", "method": m, "seed": 0, "test_error": e} for m, e in (("l2t_dlf", 0.1), ("ce", 0.2))]
+    (paired,) = paired_differences(rows)
+    assert paired["ci95"] is None and paired["wins"] == 1
+    assert "n/a (one seed)" in format_table([], [paired])
