@@ -16,6 +16,8 @@ import json
 import statistics
 from pathlib import Path
 
+import torch
+
 from image_cls.comparison import ComparisonConfig, run_comparison
 
 VARIANTS = {  # name: (what changes, ComparisonConfig overrides)
@@ -61,26 +63,42 @@ def main() -> None:
             "progress": False, "reuse": True, **overrides})
         rows = [r for r in run_comparison(config, args.runs, report=lambda line: None) if r["method"] == "l2t_dlf"]
         diffs = [100 * (r["teacher_selection_dev_error"] - r["base_selection_dev_error"]) for r in rows]
+        folder = "l2t_dlf" + (f"-{name}" if name else "")
+        learned = [_learned_loss(Path(args.runs) / args.model / f"seed{r['seed']}" / folder) for r in rows]
         results.append({
             "variant": name or "default", "what": what, "seeds": [r["seed"] for r in rows],
             "reward_dev_error_mean": statistics.mean(100 * r["teacher_reward_dev_error"] for r in rows),
             "selection_dev_error_mean": statistics.mean(100 * r["teacher_selection_dev_error"] for r in rows),
             "base_selection_dev_error_mean": statistics.mean(100 * r["base_selection_dev_error"] for r in rows),
-            "selection_minus_base": diffs, "beats_base": sum(d < 0 for d in diffs)})
+            "selection_minus_base": diffs, "beats_base": sum(d < 0 for d in diffs),
+            "final_off_target_mass": [m for m, _ in learned], "final_loss_scale": [a for _, a in learned]})
         print(json.dumps(results[-1]), flush=True)
     lines = [f"Fashion-MNIST {args.model}, {args.steps} student steps (lr {args.lr}); teacher {args.teacher_rounds} "
              f"round(s); seeds {args.teacher_seeds}. Errors in % on the dev halves; no test numbers.", "",
              "| variant | what changes | reward-dev | selection-dev | base's selection-dev | selection minus base "
-             "per seed (points) | beats base |", "|---|---|---|---|---|---|---|"]
+             "per seed (points) | beats base | learned loss at the last step, per seed: off-target mass, loss scale |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
         per_seed = ", ".join(f"{d:+.2f}" for d in r["selection_minus_base"])
+        learned = "; ".join("n/a (W has negative entries)" if m is None else f"{m:.3f}, {a:.2f}"
+                            for m, a in zip(r["final_off_target_mass"], r["final_loss_scale"]))
         lines.append(f"| {r['variant']} | {r['what']} | {r['reward_dev_error_mean']:.2f} | "
                      f"{r['selection_dev_error_mean']:.2f} | {r['base_selection_dev_error_mean']:.2f} | {per_seed} | "
-                     f"{r['beats_base']}/{len(r['seeds'])} |")
+                     f"{r['beats_base']}/{len(r['seeds'])} | {learned} |")
     out = Path(args.out)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     print("\n".join(lines))
+
+
+def _learned_loss(run: Path) -> tuple[float | None, float | None]:
+    """The taught student's last loss: mean target mass off the gold class (label smoothing 0.1: 0.09) and mean
+    column sum of W (the loss scale, 1 for CE and label smoothing); None where W has negative entries."""
+    W = torch.load(run / "loss_trace.pt", weights_only=True)["snapshots"][-1]["W"].double()
+    if (W < 0).any():
+        return None, None
+    scale = W.sum(0)
+    return float((1 - W.diagonal() / scale).mean()), float(scale.mean())
 
 
 if __name__ == "__main__":
