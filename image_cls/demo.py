@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .cli_common import positive_int
 from .comparison import ComparisonConfig, format_table, paired_differences, run_comparison, summarise
-from .data import FASHION_MNIST_DEBIAN
+from .data import fashion_mnist_installed
 from .plots import plot_learning_curves, plot_loss_matrices
 
 # per dataset: student steps, student SGD lr, teacher Adam lr, label-smoothing grid searched on dev (as in the
@@ -25,7 +25,7 @@ _SETTINGS = {"fashion_mnist": (3000, 0.01, 1e-2, (0.1, 0.2)), "mnist5k": (1500, 
 
 def default_dataset() -> str:
     """fashion_mnist where its Debian files are installed, else mnist5k (always offline)."""
-    return "fashion_mnist" if (FASHION_MNIST_DEBIAN / "t10k-labels-idx1-ubyte.gz").is_file() else "mnist5k"
+    return "fashion_mnist" if fashion_mnist_installed() else "mnist5k"
 
 
 def main(argv: list[str] | None = None) -> None:

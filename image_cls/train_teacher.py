@@ -19,8 +19,7 @@ from pathlib import Path
 from fairseq_l2t.dev_objectives import DEV_OBJECTIVES
 from fairseq_l2t.distributed import world_size
 from fairseq_l2t.hypergradient import ENGINES
-from fairseq_l2t.loss_structures import (WELL_POSED_KINDS, DenseStructure, DiagLowRankStructure, LossStructure,
-                                         SmoothingStructure, SoftTargetStructure)
+from fairseq_l2t.loss_structures import WELL_POSED_KINDS, build_structure
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import TEACHER_FORMS, Teacher
 
@@ -107,15 +106,6 @@ def teacher_base(text: str) -> float:
     return open_unit_float(value)
 
 
-def build_structure_from_args(args: argparse.Namespace, num_classes: int) -> LossStructure:
-    if args.structure == "dense":
-        return DenseStructure(num_classes)
-    if args.structure == "lowrank":
-        return DiagLowRankStructure(num_classes, args.rank, seed=args.seed)
-    kind = SoftTargetStructure if args.structure == SoftTargetStructure.kind else SmoothingStructure
-    return kind(num_classes, args.teacher_base)
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     well_posed = args.structure in WELL_POSED_KINDS
@@ -153,7 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
         fail(f"--batch-size: {err}")
     seed_everything(args.seed)
     features = StudentState(splits.num_classes, 1, per_class=args.per_class_features).feature_names
-    structure = build_structure_from_args(args, splits.num_classes)
+    structure = build_structure({"kind": args.structure, "num_classes": splits.num_classes, "rank": args.rank,
+                                 "seed": args.seed, "smoothing": args.teacher_base})
     floor = math.log(prob_floor) if prob_floor > 0 else None
     teacher = Teacher(structure, len(features), args.gates, args.squash, features, floor,
                       args.teacher_form).to(device)

@@ -58,7 +58,7 @@ def test_a_corrupt_idx_file_is_one_line_with_the_fix(tmp_path, monkeypatch):
         read_idx(tmp_path / "junk.gz")
 
 
-@pytest.mark.skipif(not (data.FASHION_MNIST_DEBIAN / data._FASHION_FILES[0]).is_file(),
+@pytest.mark.skipif(not data.fashion_mnist_installed(),
                     reason="needs apt-get install -y dataset-fashion-mnist (scripts/setup_env.sh installs it as root)")
 def test_the_real_fashion_mnist_has_the_papers_split():
     splits = load_splits("fashion_mnist", seed=0)
