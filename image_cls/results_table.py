@@ -19,11 +19,11 @@ def main(argv: list[str] | None, dataset: str, defaults: dict, description: str)
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["mlp", "lenet"])
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=defaults["steps"],
-                        help="student SGD steps, the same for every method (default: %(default)s)")
+    parser.add_argument("--steps", nargs="+", default=defaults["steps"], metavar="MODEL=N",
+                        help="student SGD steps per model, the same for every method (default: %(default)s)")
     parser.add_argument("--lr", nargs="+", default=defaults["lr"], metavar="MODEL=LR",
                         help="student SGD learning rate per model (default: %(default)s)")
-    parser.add_argument("--teacher-rounds", type=int, default=2, help="(default: %(default)s)")
+    parser.add_argument("--teacher-rounds", type=int, default=defaults["teacher_rounds"], help="(default: %(default)s)")
     parser.add_argument("--teacher-lr", type=float, default=defaults["teacher_lr"], help="(default: %(default)s)")
     parser.add_argument("--structure", default="soft_target", help="teacher's loss family (default: %(default)s)")
     parser.add_argument("--teacher-form", default="gate", help="(default: %(default)s)")
@@ -37,12 +37,12 @@ def main(argv: list[str] | None, dataset: str, defaults: dict, description: str)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    lrs = dict(item.split("=") for item in args.lr)
+    lrs, steps = (_per_model(parser, items, kind, args.models) for items, kind in ((args.lr, float), (args.steps, int)))
     rows = []
     for model in args.models:
         try:
             config = ComparisonConfig(model=model, dataset=dataset, seeds=tuple(range(args.seeds)),
-                                      steps=args.steps, lr=float(lrs.get(model, 0.05)),
+                                      steps=steps[model], lr=lrs[model],
                                       teacher_rounds=args.teacher_rounds, teacher_lr=args.teacher_lr,
                                       teacher_base=args.teacher_base, structure=args.structure,
                                       teacher_form=args.teacher_form, dev_objective=args.dev_objective,
@@ -53,11 +53,11 @@ def main(argv: list[str] | None, dataset: str, defaults: dict, description: str)
         rows += run_comparison(config, args.runs)
     summary, paired = summarise(rows), paired_differences(rows)
     table = format_table(summary, paired)
-    settings = (f"{dataset}, {args.steps} SGD steps of 64 for every student (lr {lrs}, momentum 0.9, weight decay "
+    settings = (f"{dataset}, SGD steps of 64 for every student {steps} (lr {lrs}, momentum 0.9, weight decay "
                 f"5e-4); label smoothing 0.1 and tuned on mean dev error over {LS_GRID}; online label smoothing "
                 f"alpha 0.5; L2T-DLF: {args.structure} loss family, {args.teacher_form} teacher starting at "
                 f"{'label_smoothing_tuned' if args.teacher_base == 'tuned' else 'cross-entropy'}, trained for "
-                f"{args.teacher_rounds} round(s) of {args.steps} steps with exact 50-step hypergradients of the "
+                f"{args.teacher_rounds} round(s) of the student's steps with exact 50-step hypergradients of the "
                 f"{args.dev_objective} on the reward half of dev (Adam {args.teacher_lr}), then frozen to teach a fresh "
                 f"student; kept only where it beats its base loss on the selection half of dev; seeds "
                 f"0..{args.seeds - 1}; {time.perf_counter() - started:.0f} s for this invocation"
@@ -70,3 +70,13 @@ def main(argv: list[str] | None, dataset: str, defaults: dict, description: str)
     print(table)
     print()
     print(settings)
+
+
+def _per_model(parser: argparse.ArgumentParser, items: list[str], kind: type, models: list[str]) -> dict:
+    """MODEL=VALUE items as a dict; every model in `models` must have one."""
+    try:
+        values = {model: kind(value) for model, value in (item.split("=") for item in items)}
+    except ValueError:
+        parser.error(f"expected MODEL=VALUE items, got {items}")
+    missing = [model for model in models if model not in values]
+    return values if not missing else parser.error(f"no value for {missing} in {items}")

@@ -10,4 +10,5 @@ is only reported.  Long: run it in the background, resumable with --reuse.
 from image_cls.results_table import main
 
 if __name__ == "__main__":
-    main(None, "fashion_mnist", {"steps": 4000, "lr": ["mlp=0.05", "lenet=0.01"], "teacher_lr": 1e-3}, __doc__)
+    main(None, "fashion_mnist", {"steps": ["mlp=6000", "lenet=3000"], "lr": ["mlp=0.01", "lenet=0.01"], "teacher_lr": 1e-2, "teacher_rounds": 1},
+         __doc__)

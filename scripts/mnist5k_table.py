@@ -9,4 +9,5 @@ made on dev; the test column is only reported.  Resumable with --reuse.
 from image_cls.results_table import main
 
 if __name__ == "__main__":
-    main(None, "mnist5k", {"steps": 1500, "lr": ["mlp=0.05", "lenet=0.01"], "teacher_lr": 1e-3}, __doc__)
+    main(None, "mnist5k", {"steps": ["mlp=1500", "lenet=1500"], "lr": ["mlp=0.05", "lenet=0.01"], "teacher_lr": 1e-2, "teacher_rounds": 1},
+         __doc__)
