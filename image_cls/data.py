@@ -8,6 +8,7 @@ batch of step t again and get identical tensors.
 from __future__ import annotations
 
 import gzip
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 DATASET_NAMES = ("mnist5k", "fashion_mnist", "mnist", "cifar10", "cifar100")
+USER_DATASET_FORMS = ("npz:PATH", "folder:PATH")
 OFFLINE_FIX = "run once online with --download, or use --dataset mnist5k which works offline"
 FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 _FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
@@ -35,14 +37,19 @@ class DatasetUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class ImageSet:
-    """Images uint8 N x C x H x W with int64 labels N."""
+    """Images N x C x H x W with int64 labels N.
+
+    Images are uint8 pixels (scaled to [0, 1] when batched) or float32 values
+    used as they are (a user's npz of float images).
+    """
 
     images: Tensor
     labels: Tensor
 
     def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError(f"images must be uint8 N x C x H x W, got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.images.dtype not in (torch.uint8, torch.float32) or self.images.dim() != 4:
+            raise ValueError(f"images must be uint8 or float32 N x C x H x W, got {self.images.dtype} "
+                             f"{tuple(self.images.shape)}")
         if self.labels.dtype != torch.int64 or self.labels.shape != self.images.shape[:1]:
             raise ValueError(f"labels must be int64 of shape ({self.images.shape[0]},), got {self.labels.dtype} {tuple(self.labels.shape)}")
 
@@ -77,10 +84,14 @@ def load_splits(name: str, root: str = "data", seed: int = 0, download: bool = F
       dataset-fashion-mnist (/usr/share/datasets/fashion-mnist) when installed,
       else through torchvision's FashionMNIST under `root` (--download when online).
     - cifar10, cifar100: the official 50k training images as 45k train / 5k dev; the official 10k test.
+    - npz:PATH, folder:PATH: a user's own images (image_cls.user_datasets), not augmented.
     """
-    if name not in DATASET_NAMES:
-        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASET_NAMES)}")
-    if name == "mnist5k":
+    spec = dataset_spec(name)
+    if spec not in DATASET_NAMES:
+        from .user_datasets import user_splits  # imported here: it builds on this module's ImageSet
+
+        train, dev, test, num_classes = user_splits(spec, seed)
+    elif name == "mnist5k":
         train, dev, test = _mnist5k_splits(seed)
         num_classes = 10
     else:
@@ -101,6 +112,19 @@ def load_splits(name: str, root: str = "data", seed: int = 0, download: bool = F
         in_channels=train.images.shape[1], image_size=train.images.shape[-1],
         mean=mean, std=std, name=name, augment=name.startswith("cifar"),
     )
+
+
+def dataset_spec(text: str) -> str:
+    """A built-in dataset name as it is, or npz:PATH / folder:PATH with PATH made absolute, so that the
+    name saved in a checkpoint reloads from any working directory; ValueError for anything else."""
+    kind, colon, path = text.partition(":")
+    if colon and f"{kind}:PATH" in USER_DATASET_FORMS:
+        if not path:
+            raise ValueError(f"{text!r} names no path; write {kind}:PATH")
+        return f"{kind}:{os.path.abspath(os.path.expanduser(path))}"
+    if text not in DATASET_NAMES:
+        raise ValueError(f"invalid choice: {text!r} (choose from {', '.join(DATASET_NAMES + USER_DATASET_FORMS)})")
+    return text
 
 
 def stratified_split_indices(labels: Tensor, per_class: Sequence[int], seed: int) -> list[Tensor]:
@@ -126,18 +150,28 @@ def dev_halves(dev: ImageSet, seed: int) -> tuple[ImageSet, ImageSet]:
     teacher which only fits the images it is rewarded on is caught.  An odd
     class count gives the extra example to the reward half.
     """
-    generator = torch.Generator().manual_seed(seed * 2 + 1)
-    reward, selection = [], []
-    for label in dev.labels.unique(sorted=True).tolist():
-        members = (dev.labels == label).nonzero().squeeze(1)
-        shuffled = members[torch.randperm(len(members), generator=generator)]
-        half = (len(members) + 1) // 2
-        reward.append(shuffled[:half])
-        selection.append(shuffled[half:])
-    parts = [torch.cat(p).sort().values for p in (reward, selection)]
-    if any(len(p) == 0 for p in parts):
+    halves = split_per_class(dev, lambda count: (count + 1) // 2, seed * 2 + 1)
+    if any(len(half) == 0 for half in halves):
         raise ValueError(f"a dev split of {len(dev)} examples is too small to halve")
-    return tuple(ImageSet(dev.images[p], dev.labels[p]) for p in parts)
+    return halves
+
+
+def split_per_class(data: ImageSet, first: Callable[[int], int], seed: int) -> tuple[ImageSet, ImageSet]:
+    """Each class shuffled (seeded) and cut in two: `first(class size)` examples, then the rest.
+
+    Unlike stratified_split_indices the share may follow the class size, so
+    unbalanced data keeps its class proportions in both parts.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    firsts, rests = [], []
+    for label in data.labels.unique(sorted=True).tolist():
+        members = (data.labels == label).nonzero().squeeze(1)
+        shuffled = members[torch.randperm(len(members), generator=generator)]
+        count = first(len(members))
+        firsts.append(shuffled[:count])
+        rests.append(shuffled[count:])
+    parts = [torch.cat(p).sort().values for p in (firsts, rests)]
+    return tuple(ImageSet(data.images[p], data.labels[p]) for p in parts)
 
 
 def _mnist5k_splits(seed: int) -> tuple[ImageSet, ImageSet, ImageSet]:
@@ -232,17 +266,30 @@ def _carve_dev(full_train: ImageSet, dev_size: int, seed: int) -> tuple[ImageSet
 
 
 def _channel_mean_std(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Exact per-channel mean and std of uint8 images scaled to [0, 1], via 256-bin histograms."""
+    """Exact per-channel mean and std of the batched pixels (uint8 via 256-bin histograms, float in float64).
+
+    A constant channel gets std 1, so that normalising it cannot divide by zero.
+    """
     values = torch.arange(256, dtype=torch.float64) / 255
     means, stds = [], []
     for channel in range(images.shape[1]):
-        counts = torch.bincount(images[:, channel].reshape(-1), minlength=256).double()
-        total = counts.sum()
-        mean = (counts * values).sum() / total
-        variance = (counts * values.square()).sum() / total - mean.square()
+        if images.dtype == torch.uint8:
+            counts = torch.bincount(images[:, channel].reshape(-1), minlength=256).double()
+            total = counts.sum()
+            mean = (counts * values).sum() / total
+            variance = (counts * values.square()).sum() / total - mean.square()
+        else:
+            pixels = images[:, channel].double()
+            mean, variance = pixels.mean(), pixels.var(correction=0)
+        std = variance.clamp_min(0).sqrt().item()
         means.append(mean.item())
-        stds.append(variance.clamp_min(0).sqrt().item())
+        stds.append(std if std > 0 else 1.0)
     return tuple(means), tuple(stds)
+
+
+def _as_float(images: Tensor) -> Tensor:
+    """uint8 pixels scaled to [0, 1] in a new tensor; float images as they are (never modified in place)."""
+    return images.float().div_(255) if images.dtype == torch.uint8 else images
 
 
 def _normalizer(mean: Sequence[float], std: Sequence[float]) -> Callable[[Tensor], Tensor]:
@@ -320,7 +367,7 @@ class BatchStream:
             raise ValueError(f"step must be >= 0, got {step}")
         epoch, position = divmod(step, self.batches_per_epoch)
         index = self._permutation(epoch)[position * self.batch_size:(position + 1) * self.batch_size]
-        images = self.data.images[index].float().div_(255)
+        images = _as_float(self.data.images[index])
         if self.augment:
             images = pad_crop_flip(images, torch.Generator().manual_seed(_derived_seed(self.seed, 1, step)))
         return self._normalize(images).to(self.device), self.data.labels[index].to(self.device)
@@ -344,7 +391,7 @@ def eval_batches(
     normalize = _normalizer(mean, std)
     return [
         (
-            normalize(data.images[start:start + batch_size].float().div_(255)).to(device),
+            normalize(_as_float(data.images[start:start + batch_size])).to(device),
             data.labels[start:start + batch_size].to(device),
         )
         for start in range(0, len(data), batch_size)

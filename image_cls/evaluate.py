@@ -8,7 +8,7 @@ import json
 from .checkpoints import CheckpointError, load_checkpoint
 from .cli_common import fail, resolve_device
 from .data import DatasetUnavailable, eval_batches, load_splits
-from .evaluation import evaluate
+from .eval_metrics import evaluate
 from .models import build_model
 
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = build_model(ckpt["model"], splits.num_classes, splits.in_channels, splits.image_size).to(device)
     model.load_state_dict(ckpt["model_state"])
     data = getattr(splits, args.split)
-    result = evaluate(model, eval_batches(data, 500, splits.mean, splits.std, device))
+    result = evaluate(model, eval_batches(data, min(500, len(data)), splits.mean, splits.std, device))
     result.update(split=args.split, dataset=ckpt["dataset"], model=ckpt["model"], step=ckpt["step"])
     print(json.dumps(result))
     return result

@@ -43,7 +43,7 @@ class LeNet(nn.Module):
         super().__init__()
         feature_size = ((image_size - 4) // 2 - 4) // 2
         if feature_size < 1:
-            raise ValueError(f"LeNet needs images of at least 12x12 pixels, got {image_size}x{image_size}")
+            raise ValueError(f"LeNet needs images of at least 16x16 pixels, got {image_size}x{image_size}")
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 20, kernel_size=5),
             nn.MaxPool2d(2),
