@@ -14,7 +14,8 @@ from .checkpoints import CheckpointError, load_checkpoint
 
 LAST_CHECKPOINT = "checkpoint_last.pt"
 # `out` is where the checkpoint was found, so "runs/x" and "./runs/x" (or a moved folder) are the same run
-FREE_OPTIONS = ("resume", "no_progress", "save_every", "max_non_finite", "device", "data_root", "download", "out")
+FREE_OPTIONS = ("resume", "no_progress", "no_tensorboard", "save_every", "max_non_finite", "device", "data_root",
+                "download", "out")
 
 
 def run_options(args: argparse.Namespace) -> dict:
