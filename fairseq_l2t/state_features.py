@@ -28,6 +28,35 @@ BASE_FEATURES = ("progress", "train_loss", "train_accuracy", "dev_measure")
 MAX_NORMALISED_LOSS = 3.0
 
 
+def kept_targets(lprobs: Tensor, target: Tensor, ignore_index: int | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Targets, their log-probabilities and hits (float64), ignored targets left out."""
+    lprobs = lprobs.detach().reshape(-1, lprobs.size(-1))
+    target = target.reshape(-1)
+    # gather and argmax on the N x C tensor, never copying it (NMT: C is the vocabulary)
+    target_lprob = lprobs.gather(1, target.clamp(min=0).unsqueeze(1)).squeeze(1).double()
+    correct = lprobs.argmax(-1).eq(target).double()
+    if ignore_index is not None:
+        keep = target.ne(ignore_index)
+        target, target_lprob, correct = target[keep], target_lprob[keep], correct[keep]
+    return target, target_lprob, correct
+
+
+@torch.no_grad()
+def target_sums(lprobs: Tensor, target: Tensor, ignore_index: int | None = None) -> Tensor:
+    """[sum of target log-probs, correct predictions, kept targets] of one batch, for StudentState.observe_sums.
+
+    fairseq adds these up over the micro-batches (and ranks) of one update, so
+    that the update is one step of the state whatever --update-freq is.
+    """
+    _, target_lprob, correct = kept_targets(lprobs, target, ignore_index)
+    return _sums(target_lprob, correct)
+
+
+def _sums(target_lprob: Tensor, correct: Tensor) -> Tensor:
+    kept = torch.tensor(float(correct.numel()), dtype=torch.float64, device=correct.device)
+    return torch.stack([target_lprob.sum(), correct.sum(), kept])
+
+
 class StudentState:
     """Running statistics of a training student, turned into teacher features."""
 
@@ -76,7 +105,7 @@ class StudentState:
     def observe_batch(self, lprobs: Tensor, target: Tensor) -> None:
         """Record one training step's minibatch (log-probabilities N x C, targets N)."""
         self.step += 1
-        target, target_lprob, correct = self._kept_targets(lprobs, target)
+        target, target_lprob, correct = kept_targets(lprobs, target, self.ignore_index)
         if self.sync is not None:
             self._observe_global(target, target_lprob, correct)
             return
@@ -91,42 +120,15 @@ class StudentState:
 
     def _observe_global(self, target: Tensor, target_lprob: Tensor, correct: Tensor) -> None:
         """The EMA update from the sums over every rank's shard (one collective)."""
-        parts = [self._sums(target_lprob, correct)]
+        parts = [_sums(target_lprob, correct)]
         if self.per_class:
             parts += [c.to(target_lprob.device) for c in self._class_counts(target, correct)]
         sums = self.sync([torch.cat(parts)])[0].cpu()
         if self._update_from_sums(sums[:3]) and self.per_class:
             self._update_class_accuracy(sums[3:3 + self.num_classes], sums[3 + self.num_classes:])
 
-    def _kept_targets(self, lprobs: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Targets, their log-probabilities and hits (float64), ignored targets left out."""
-        lprobs = lprobs.detach().reshape(-1, lprobs.size(-1))
-        target = target.reshape(-1)
-        # gather and argmax on the N x C tensor, never copying it (NMT: C is the vocabulary)
-        target_lprob = lprobs.gather(1, target.clamp(min=0).unsqueeze(1)).squeeze(1).double()
-        correct = lprobs.argmax(-1).eq(target).double()
-        if self.ignore_index is not None:
-            keep = target.ne(self.ignore_index)
-            target, target_lprob, correct = target[keep], target_lprob[keep], correct[keep]
-        return target, target_lprob, correct
-
-    @torch.no_grad()
-    def batch_sums(self, lprobs: Tensor, target: Tensor) -> Tensor:
-        """[sum of target log-probs, correct predictions, kept targets] of one batch, for observe_sums.
-
-        fairseq adds these up over the micro-batches (and ranks) of one update,
-        so that the update is one step of the state whatever --update-freq is.
-        """
-        _, target_lprob, correct = self._kept_targets(lprobs, target)
-        return self._sums(target_lprob, correct).cpu()
-
-    @staticmethod
-    def _sums(target_lprob: Tensor, correct: Tensor) -> Tensor:
-        kept = torch.tensor(float(correct.numel()), dtype=torch.float64, device=correct.device)
-        return torch.stack([target_lprob.sum(), correct.sum(), kept])
-
     def observe_sums(self, sums: Tensor) -> None:
-        """Record one step from batch_sums, already summed over everything the step saw."""
+        """Record one step from target_sums, already summed over everything the step saw."""
         if self.per_class:
             raise ValueError("per-class features need observe_batch (the sums carry no class counts)")
         self.step += 1

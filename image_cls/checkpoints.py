@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fairseq_l2t.non_finite import first_non_finite
 from fairseq_l2t.teacher import Teacher
 
 from .distributed import is_main, max_over_ranks
-from .non_finite import first_non_finite
 
 
 class CheckpointError(RuntimeError):
@@ -98,10 +98,6 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def teacher_payload(teacher: Teacher) -> dict:
-    return {"config": teacher.config(), "state": teacher.state_dict()}
 
 
 def teacher_from_payload(payload: dict, num_classes: int | None = None, num_features: int | None = None) -> Teacher:

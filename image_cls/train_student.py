@@ -2,7 +2,9 @@
 label smoothing, or a saved L2T-DLF teacher (optionally still learning online),
 for any number of steps.  Writes OUT/log.csv, OUT/checkpoint.pt (student +
 teacher), OUT/summary.json (final dev, dev-half and test errors) and, when
-taught, OUT/loss_trace.pt (the loss the teacher handed out at each eval).
+taught, OUT/loss_trace.pt (the loss the teacher handed out at each eval), and
+OUT/tensorboard/ (the log, the teacher's gates and W as TensorBoard scalars and
+images) unless --no-tensorboard.
 While it runs, OUT/checkpoint_last.pt (every --save-every steps) lets --resume
 finish a killed run exactly as if it had not stopped.
 Data-parallel under torchrun (gloo): --batch-size is the global batch."""
@@ -18,20 +20,21 @@ import torch
 from fairseq_l2t.dev_objectives import DEV_OBJECTIVES, get_dev_objective
 from fairseq_l2t.distributed import world_size
 from fairseq_l2t.state_features import StudentState
+from fairseq_l2t.teacher_controller import TeacherController, teacher_payload
 
 from .checkpoints import (CheckpointError, load_checkpoint, rng_state, save_atomic, save_finite_on_main,
-                          set_rng_state, teacher_from_payload, teacher_payload)
+                          set_rng_state, teacher_from_payload)
 from .cli_common import (CsvLog, add_data_args, add_durability_args, add_run_args, add_student_args, fail,
                          open_unit_float, positive_float, positive_int, resolve_device, seed_everything, sgd_config)
 from .data import BatchStream, DatasetUnavailable, dev_halves, load_splits
 from .distributed import init_from_env, is_main, shard_stream, sharded_eval_batches, state_sync
-from .evaluation import evaluate
+from .eval_metrics import evaluate
 from .models import build_model
-from .non_finite import NonFiniteCounter
 from .online_label_smoothing import OnlineLabelSmoothing
 from .resume import LAST_CHECKPOINT, load_progress, unfit_message
 from .student_losses import LOSS_NAMES, StudentLoss
-from .student_training import OnlineTeaching, StudentRun, train_student
+from .student_loop import OnlineTeaching, StudentRun, train_student
+from .tensorboard_log import TensorBoardLog, add_tensorboard_arg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--out", required=True, help="output folder")
     add_durability_args(parser, "steps", default_every=500)
     add_run_args(parser)
+    add_tensorboard_arg(parser)
     return parser
 
 
@@ -91,7 +95,10 @@ def main(argv: list[str] | None = None) -> dict:
         except CheckpointError as err:
             fail(str(err))
     seed_everything(args.seed)
-    model = build_model(args.model, splits.num_classes, splits.in_channels, splits.image_size).to(device)
+    try:
+        model = build_model(args.model, splits.num_classes, splits.in_channels, splits.image_size).to(device)
+    except ValueError as err:  # e.g. images too small for the model
+        fail(str(err))
     try:
         full_stream = BatchStream(splits.train, args.batch_size, args.seed, splits.mean, splits.std, splits.augment,
                                   device)
@@ -100,22 +107,27 @@ def main(argv: list[str] | None = None) -> dict:
     stream = shard_stream(full_stream)
     dev = sharded_eval_batches(splits.dev, 500, splits.mean, splits.std, device)
     test = sharded_eval_batches(splits.test, 500, splits.mean, splits.std, device)
-    online = None
-    if args.online_every:
-        online = OnlineTeaching(torch.optim.Adam(teacher.parameters(), lr=args.teacher_lr), args.online_every,
-                                args.lookahead, get_dev_objective(args.dev_objective), dev,
-                                skipped=NonFiniteCounter("hypergradients", args.max_non_finite))
+    controller = (TeacherController(teacher, args.teacher_lr, max_non_finite=args.max_non_finite)
+                  if teacher is not None else None)
+    online = (OnlineTeaching(args.online_every, args.lookahead, get_dev_objective(args.dev_objective), dev)
+              if args.online_every else None)
     online_smoothing = (OnlineLabelSmoothing(splits.num_classes, full_stream.batches_per_epoch)
                         if args.loss == "online_label_smoothing" else None)
-    loss = StudentLoss(args.loss, args.label_smoothing, teacher, args.max_non_finite, online_smoothing)
+    loss = StudentLoss(args.loss, args.label_smoothing, controller, online_smoothing)
     optimizer = torch.optim.SGD(model.parameters(), lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
     run, start = StudentRun(), 0
     if resumed is not None:
         try:
-            run, start = _restore(resumed, model, optimizer, state, loss, online), resumed["step"]
+            run, start = _restore(resumed, model, optimizer, state, controller, online_smoothing), resumed["step"]
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             fail(unfit_message(out, err))
     log = CsvLog(out / "log.csv", run.history) if is_main() else None
+    board = TensorBoardLog(out, is_main() and not args.no_tensorboard, start + 1 if resumed is not None else None)
+
+    def on_eval(row: dict) -> None:
+        if log is not None:
+            log(row)
+        board.student_eval(row, run.loss_snapshots)
 
     def checkpoint(step: int, progress: StudentRun | None = None) -> dict:
         saved = {
@@ -126,7 +138,8 @@ def main(argv: list[str] | None = None) -> dict:
             "teacher": teacher_payload(teacher) if teacher is not None else None,
         }
         if progress is not None:
-            saved.update(progress={"loss": loss.state_dict(), "online": online.state_dict() if online else None,
+            saved.update(progress={"controller": controller.state_dict() if controller else None,
+                                   "online_smoothing": online_smoothing.state_dict() if online_smoothing else None,
                                    "rng": rng_state(), "seconds": progress.seconds},
                          history=progress.history, loss_snapshots=progress.loss_snapshots)
         return saved
@@ -137,11 +150,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     try:
         run = train_student(model, stream, args.steps, sgd, loss, state, dev, args.eval_every, test_batches=test,
-                            online=online, on_eval=log, progress=not args.no_progress and is_main(),
+                            online=online, on_eval=on_eval, progress=not args.no_progress and is_main(),
                             optimizer=optimizer, start_step=start, run=run, after_step=save_progress)
         save_finite_on_main(checkpoint(args.steps), out / "checkpoint.pt")
     except (FloatingPointError, OSError) as err:
         fail(str(err))
+    finally:
+        board.close()
     if run.loss_snapshots and is_main():
         save_atomic({"kind": "loss_trace", "snapshots": run.loss_snapshots}, out / "loss_trace.pt")
     final = run.history[-1]
@@ -160,16 +175,15 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _restore(saved: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: StudentState,
-             loss: StudentLoss, online: OnlineTeaching | None) -> StudentRun:
+             controller: TeacherController | None, online_smoothing: OnlineLabelSmoothing | None) -> StudentRun:
     """Load a periodic checkpoint into the live objects; returns the run's history so far."""
     model.load_state_dict(saved["model_state"])
     optimizer.load_state_dict(saved["optimizer_state"])
     state.load_state_dict(saved["student_state"])
-    if loss.teacher is not None:
-        loss.teacher.load_state_dict(saved["teacher"]["state"])
-    loss.load_state_dict(saved["progress"]["loss"])
-    if online is not None:
-        online.load_state_dict(saved["progress"]["online"])
+    if controller is not None:
+        controller.load_state_dict(saved["progress"]["controller"])
+    if online_smoothing is not None:
+        online_smoothing.load_state_dict(saved["progress"]["online_smoothing"])
     set_rng_state(saved["progress"]["rng"])
     return StudentRun(saved["history"], saved["loss_snapshots"], saved["progress"]["seconds"])
 

@@ -5,7 +5,8 @@ Each round trains a fresh student from scratch under the current teacher; every
 through those steps (reverse-mode differentiation with Hessian-vector products)
 updates the teacher with Adam.  Writes OUT/teacher.pt (load it with
 l2t-image-train-student --loss teacher --teacher OUT/teacher.pt) and
-OUT/teacher_log.csv (one row per episode); while it runs, OUT/checkpoint_last.pt
+OUT/teacher_log.csv (one row per episode, also as TensorBoard scalars in
+OUT/tensorboard/ unless --no-tensorboard); while it runs, OUT/checkpoint_last.pt
 (every --save-every episodes) lets --resume finish a killed run exactly.
 Data-parallel under torchrun (gloo): --batch-size is the global batch."""
 from __future__ import annotations
@@ -23,14 +24,16 @@ from fairseq_l2t.loss_structures import WELL_POSED_KINDS, build_structure
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import TEACHER_FORMS, Teacher
 
-from .checkpoints import CheckpointError, save_finite_on_main, teacher_payload
+from .checkpoints import CheckpointError, save_finite_on_main
 from .cli_common import (CsvLog, add_data_args, add_durability_args, add_run_args, add_student_args, fail,
                          non_negative_float, open_unit_float, positive_float, positive_int, resolve_device,
                          seed_everything, sgd_config)
 from .data import DatasetUnavailable, check_batch_size, dev_halves, load_splits
 from .distributed import init_from_env, is_main, require_divisible
+from .models import build_model
 from .resume import LAST_CHECKPOINT, load_progress, unfit_message
-from .teacher_training import TeacherTrainingConfig, check_resume, train_teacher
+from .teacher_episodes import TeacherTrainingConfig, check_resume, train_teacher
+from .tensorboard_log import TensorBoardLog, add_tensorboard_arg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder")
     add_durability_args(parser, "episodes", default_every=5)
     add_run_args(parser)
+    add_tensorboard_arg(parser)
     return parser
 
 
@@ -137,10 +141,14 @@ def main(argv: list[str] | None = None) -> dict:
             splits = dataclasses.replace(splits, dev=dev_halves(splits.dev, args.seed)[0])
     except (DatasetUnavailable, CheckpointError, ValueError) as err:
         fail(str(err))
-    try:  # fresh_student would raise it after the log is written
+    try:  # fresh_student would raise these after the log is written
         check_batch_size(args.batch_size, splits.train)
     except ValueError as err:
         fail(f"--batch-size: {err}")
+    try:
+        build_model(args.model, splits.num_classes, splits.in_channels, splits.image_size)
+    except ValueError as err:  # e.g. images too small for the model
+        fail(str(err))
     seed_everything(args.seed)
     features = StudentState(splits.num_classes, 1, per_class=args.per_class_features).feature_names
     structure = build_structure({"kind": args.structure, "num_classes": splits.num_classes, "rank": args.rank,
@@ -157,31 +165,35 @@ def main(argv: list[str] | None = None) -> dict:
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             fail(unfit_message(out, err))
     log = CsvLog(out / "teacher_log.csv", rows) if is_main() else None
+    board = TensorBoardLog(out, is_main() and not args.no_tensorboard, len(rows) if resumed is not None else None)
 
     def on_episode(row: dict) -> None:
         rows.append(row)
         if log is not None:
             log(row)
+        board.teacher_episode(row, len(rows) - 1)
 
-    def checkpoint(optimizer_state: dict) -> dict:
-        return {"kind": "teacher", "teacher": teacher_payload(teacher), "optimizer_state": optimizer_state,
-                "dataset": args.dataset, "model": args.model, "per_class_features": args.per_class_features,
-                "args": vars(args)}
+    def checkpoint(controller_state: dict) -> dict:
+        """The teacher's controller state (its "teacher" entry is what l2t-image-train-student reads) and the run."""
+        return {"kind": "teacher", **controller_state, "dataset": args.dataset, "model": args.model,
+                "per_class_features": args.per_class_features, "args": vars(args)}
 
     episodes = config.rounds * (config.steps_per_round // config.episode_steps)
 
     def save_progress(progress: dict) -> None:
         if args.save_every and len(rows) % args.save_every == 0 and len(rows) < episodes:
-            save_finite_on_main({**checkpoint(progress["optimizer"]), "progress": progress, "history": rows},
+            save_finite_on_main({**checkpoint(progress["controller"]), "progress": progress, "history": rows},
                                 out / LAST_CHECKPOINT)
 
     try:
-        optimizer = train_teacher(teacher, splits, config, device, args.per_class_features, on_episode,
+        controller = train_teacher(teacher, splits, config, device, args.per_class_features, on_episode,
                                   progress=not args.no_progress and is_main(),
                                   resume=resumed["progress"] if resumed else None, after_episode=save_progress)
-        save_finite_on_main(checkpoint(optimizer.state_dict()), out / "teacher.pt")
+        save_finite_on_main(checkpoint(controller.state_dict()), out / "teacher.pt")
     except (FloatingPointError, OSError) as err:
         fail(str(err))
+    finally:
+        board.close()
     summary = {"teacher": str(out / "teacher.pt"), "episodes": len(rows),
                "first_dev_objective": rows[0]["dev_objective"], "last_dev_objective": rows[-1]["dev_objective"],
                "skipped_non_finite": sum(r["skipped_non_finite"] for r in rows), "processes": world_size()}

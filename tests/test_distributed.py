@@ -23,7 +23,7 @@ from image_cls.checkpoints import save_finite_on_main
 from image_cls.data import BatchStream, ImageSet
 from image_cls.distributed import ShardedStream, max_over_ranks, require_divisible, shard_split
 from image_cls.student_losses import StudentLoss
-from image_cls.student_training import train_student as train_student_loop
+from image_cls.student_loop import train_student as train_student_loop
 
 WORLD = 2
 DEV_SPLIT = 13  # rank 0 holds 13 of the 20 dev examples, rank 1 the other 7: unequal dev shards

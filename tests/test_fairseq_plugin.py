@@ -85,8 +85,8 @@ def test_teacher_moves_only_through_the_dev_reward(data_bin, tmp_path):
     long = train(data_bin, tmp_path / "b", "--criterion", "l2t_dynamic", "--max-update", "6",
                  "--teacher-update-interval", "0")
     assert short.returncode == long.returncode == 0
-    frozen_a = teacher_state(tmp_path / "a" / "checkpoint_last.pt")["teacher"]
-    frozen_b = teacher_state(tmp_path / "b" / "checkpoint_last.pt")["teacher"]
+    frozen_a = teacher_state(tmp_path / "a" / "checkpoint_last.pt")["controller"]["teacher"]["state"]
+    frozen_b = teacher_state(tmp_path / "b" / "checkpoint_last.pt")["controller"]["teacher"]["state"]
     student_a = model_state(tmp_path / "a" / "checkpoint_last.pt")
     student_b = model_state(tmp_path / "b" / "checkpoint_last.pt")
     # the student trained on the teacher's loss for 4 more updates; the teacher did not move
@@ -98,8 +98,8 @@ def test_teacher_moves_only_through_the_dev_reward(data_bin, tmp_path):
     # with reward updates, the same run moves the teacher
     train(data_bin, tmp_path / "c", "--criterion", "l2t_dynamic", "--max-update", "6", "--teacher-update-interval", "2")
     taught = teacher_state(tmp_path / "c" / "checkpoint_last.pt")
-    assert taught["teacher_updates"] == 3
-    assert any(not torch.equal(taught["teacher"][k], frozen_b[k]) for k in frozen_b)
+    assert taught["controller"]["updates"] == 3
+    assert any(not torch.equal(taught["controller"]["teacher"]["state"][k], frozen_b[k]) for k in frozen_b)
 
 
 @pytest.fixture(scope="module")

@@ -48,18 +48,19 @@ def test_two_data_parallel_ranks_equal_one_process_with_the_same_global_batch(da
     for key, value in model_state(one).items():
         torch.testing.assert_close(model_state(two)[key], value, rtol=1e-4, atol=1e-5, msg=key)
     teacher_one, teacher_two = teacher_state(one), teacher_state(two)
-    assert teacher_one["teacher_updates"] == teacher_two["teacher_updates"] == 2
+    assert teacher_one["controller"]["updates"] == teacher_two["controller"]["updates"] == 2
     initial = teacher_state_at_init(data_bin, tmp_path)
-    assert any(not torch.allclose(teacher_one["teacher"][k], initial[k]) for k in initial)  # the teacher learned
-    for key, value in teacher_one["teacher"].items():
-        torch.testing.assert_close(teacher_two["teacher"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+    learned_one, learned_two = (t["controller"]["teacher"]["state"] for t in (teacher_one, teacher_two))
+    assert any(not torch.allclose(learned_one[k], initial[k]) for k in initial)  # the teacher learned
+    for key, value in learned_one.items():
+        torch.testing.assert_close(learned_two[key], value, rtol=1e-5, atol=1e-6, msg=key)
     assert teacher_two["student_state"] == pytest.approx(teacher_one["student_state"])
 
 
 def teacher_state_at_init(data_bin: Path, tmp_path: Path) -> dict:
     train(data_bin, tmp_path / "init", "--criterion", "l2t_dynamic", "--max-update", "1",
           "--teacher-update-interval", "0")
-    return teacher_state(tmp_path / "init" / "checkpoint_last.pt")["teacher"]
+    return teacher_state(tmp_path / "init" / "checkpoint_last.pt")["controller"]["teacher"]["state"]
 
 
 def test_killed_run_resumed_through_restore_file_ends_as_an_uninterrupted_run(data_bin, tmp_path):
@@ -88,11 +89,11 @@ def test_killed_run_resumed_through_restore_file_ends_as_an_uninterrupted_run(da
     for key, value in model_state(whole).items():
         assert torch.equal(model_state(killed)[key], value), key
     teacher_whole, teacher_killed = teacher_state(whole), teacher_state(killed)
-    assert teacher_killed["teacher_updates"] == teacher_whole["teacher_updates"] == 6
-    for key, value in teacher_whole["teacher"].items():
-        assert torch.equal(teacher_killed["teacher"][key], value), key
-    for moments_whole, moments_killed in zip(teacher_whole["teacher_optimizer"]["state"].values(),
-                                             teacher_killed["teacher_optimizer"]["state"].values()):
+    assert teacher_killed["controller"]["updates"] == teacher_whole["controller"]["updates"] == 6
+    for key, value in teacher_whole["controller"]["teacher"]["state"].items():
+        assert torch.equal(teacher_killed["controller"]["teacher"]["state"][key], value), key
+    for moments_whole, moments_killed in zip(teacher_whole["controller"]["optimizer"]["state"].values(),
+                                             teacher_killed["controller"]["optimizer"]["state"].values()):
         assert all(torch.equal(moments_whole[k], moments_killed[k]) for k in moments_whole)
     assert teacher_killed["student_state"] == teacher_whole["student_state"]
 
@@ -107,7 +108,7 @@ def saved_run(data_bin, tmp_path_factory) -> Path:
 
 def edited_teacher(saved_run: Path, out: Path, **fills: float) -> Path:
     checkpoint = torch.load(saved_run, map_location="cpu", weights_only=True)
-    teacher = checkpoint["extra_state"]["L2TTranslationTask"]["teacher"]
+    teacher = checkpoint["extra_state"]["L2TTranslationTask"]["controller"]["teacher"]["state"]
     for name, value in fills.items():
         teacher[name.replace("__", ".")].fill_(value)
     torch.save(checkpoint, out)
@@ -142,7 +143,7 @@ def test_unrecoverable_non_finite_teacher_stops_with_one_line_and_saves_nothing(
     assert done.returncode == 2
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("fairseq-l2t error: 2 non-finite teacher values in a row"), last
+    assert last.startswith("fairseq-l2t error: 2 consecutive non-finite teacher outputs"), last
     assert not list((tmp_path / "ckpt").glob("*.pt"))
 
 
@@ -189,21 +190,46 @@ def test_more_bad_input_gives_one_line_error_and_writes_nothing(data_bin, saved_
     assert not list((tmp_path / "ckpt").glob("*.pt"))
 
 
-@pytest.mark.parametrize("case", ["truncated_checkpoint_last", "other_dictionary"])
+def schema1(saved_run: Path, out: Path) -> Path:
+    """saved_run with its teacher in the layout of checkpoints written before the TeacherController (schema 1)."""
+    checkpoint = torch.load(saved_run, map_location="cpu", weights_only=True)
+    state = checkpoint["extra_state"]["L2TTranslationTask"]
+    controller = state.pop("controller")
+    state.update(teacher_config=controller["teacher"]["config"], teacher=controller["teacher"]["state"],
+                 teacher_optimizer=controller["optimizer"], teacher_updates=controller["updates"],
+                 teacher_skipped_non_finite=0, non_finite_in_a_row={"loss": 0, "hypergradient": 0},
+                 last_finite_phi=controller["last_finite_phi"])
+    torch.save(checkpoint, out)
+    return out
+
+
+def test_a_schema_1_checkpoint_still_gives_its_teacher_through_teacher_init(data_bin, saved_run, tmp_path):
+    old = schema1(saved_run, tmp_path / "old.pt")
+    train(data_bin, tmp_path / "ckpt", "--criterion", "l2t_dynamic", "--max-update", "1",
+          "--teacher-update-interval", "0", "--teacher-init", str(old))
+    kept = teacher_state(tmp_path / "ckpt" / "checkpoint_last.pt")["controller"]["teacher"]["state"]
+    original = torch.load(old, map_location="cpu", weights_only=True)["extra_state"]["L2TTranslationTask"]["teacher"]
+    assert kept.keys() == original.keys() and all(torch.equal(kept[k], original[k]) for k in kept)
+
+
+@pytest.mark.parametrize("case", ["truncated_checkpoint_last", "other_dictionary", "schema_1_teacher"])
 def test_resuming_from_a_checkpoint_that_cannot_serve_gives_one_line_error(data_bin, saved_run, tmp_path, case):
     save_dir = tmp_path / "ckpt"
     save_dir.mkdir()
     if case == "truncated_checkpoint_last":
         data, expected = data_bin, "truncated or corrupt"
         truncated(saved_run, save_dir / "checkpoint_last.pt")
-    else:
+    elif case == "other_dictionary":
         data, expected = binarize(tmp_path / "other", 300), "target dictionary of"
         shutil.copy(saved_run, save_dir / "checkpoint_last.pt")
+    else:
+        data, expected = data_bin, "saved before the teacher checkpoint schema 2"
+        schema1(saved_run, save_dir / "checkpoint_last.pt")
     before = (save_dir / "checkpoint_last.pt").read_bytes()
     done = train(data, save_dir, "--criterion", "l2t_dynamic", "--max-update", "2", check=False)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("fairseq-l2t error: checkpoint") and expected in last, last
+    assert last.startswith("fairseq-l2t error:") and expected in last, last
     assert (save_dir / "checkpoint_last.pt").read_bytes() == before  # left as it was
     assert [p.name for p in save_dir.iterdir()] == ["checkpoint_last.pt"]

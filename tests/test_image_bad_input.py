@@ -9,8 +9,9 @@ import torchvision
 from fairseq_l2t.loss_structures import DenseStructure
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import Teacher
+from fairseq_l2t.teacher_controller import TeacherController, teacher_payload
 from image_cls import data, evaluate, train_student, train_teacher
-from image_cls.checkpoints import save_atomic, teacher_payload
+from image_cls.checkpoints import save_atomic
 from image_cls.resume import LAST_CHECKPOINT
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -197,11 +198,14 @@ def bad_teacher_progress(out, argv, capsys) -> None:
     """A teacher that fits with progress that does not: refused before train_teacher reads it, so the log of the
     run that wrote the checkpoint is not rewritten."""
     teacher = make_teacher()
-    good = {"optimizer": torch.optim.Adam(teacher.parameters()).state_dict(), "skipped": {"total": 0, "consecutive": 0},
-            "round": 0, "episode": 0, "seconds": 0.0}
-    broken = [({k: v for k, v in good.items() if k != "optimizer"}, "KeyError: 'optimizer'"),
-              ({**good, "optimizer": torch.optim.Adam([torch.zeros(1)]).state_dict()}, "ValueError: "),
-              ({**good, "skipped": None}, "TypeError: "),
+    controller = TeacherController(teacher, 1e-3).state_dict()
+    good = {"controller": controller, "round": 0, "episode": 0, "seconds": 0.0}
+    broken = [({k: v for k, v in good.items() if k != "controller"}, "KeyError: 'controller'"),
+              ({**good, "controller": {**controller, "optimizer": torch.optim.Adam([torch.zeros(1)]).state_dict()}},
+               "ValueError: "),
+              ({**good, "controller": {**controller, "non_finite": None}}, "TypeError: "),
+              ({**good, "controller": {"optimizer": controller["optimizer"], "skipped": {"total": 0, "consecutive": 0}}},
+               "ValueError: the teacher's state was written before fairseq-l2t's teacher checkpoint schema 2"),
               ({**good, "episode": 1}, "KeyError: 'students'")]  # mid-round without the students
     (out / "teacher_log.csv").write_text("round,episode\n0,0\n")
     for progress, error in broken:

@@ -12,13 +12,14 @@ from fairseq_l2t.hypergradient import Unroll, hypergradient, run_unroll
 from fairseq_l2t.loss_structures import DenseStructure
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import Teacher
+from fairseq_l2t.teacher_controller import TeacherController, teacher_payload
 from image_cls import evaluate, plots, train_student, train_teacher
-from image_cls.checkpoints import save_atomic, teacher_payload
+from image_cls.checkpoints import save_atomic
 from image_cls.data import BatchStream, eval_batches, load_splits
 from image_cls.models import build_model
 from image_cls.student_losses import StudentLoss
-from image_cls.student_training import train_student as train_student_loop
-from image_cls.teacher_training import TeacherTrainingConfig, fresh_student, train_teacher as train_teacher_loop
+from image_cls.student_loop import train_student as train_student_loop
+from image_cls.teacher_episodes import TeacherTrainingConfig, fresh_student, train_teacher as train_teacher_loop
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +48,8 @@ def test_live_student_training_follows_the_differentiated_trajectory(splits):
     unroll = Unroll(FunctionalStudent(twin), teacher, sgd, steps, stream.batch_at, dev, smooth_error, state.copy())
     differentiated = hypergradient(unroll, FunctionalStudent(twin).snapshot(), "stored")
     # eval_every > steps: no dev measure enters the state mid-way, as in the unroll
-    train_student_loop(model, stream, steps, sgd, StudentLoss("teacher", teacher=teacher), state, dev,
-                       eval_every=1000, progress=False)
+    loss = StudentLoss("teacher", controller=TeacherController(teacher, 1e-3))
+    train_student_loop(model, stream, steps, sgd, loss, state, dev, eval_every=1000, progress=False)
     for live, replayed in zip(model.parameters(), differentiated.final.params):
         torch.testing.assert_close(live, replayed, rtol=1e-5, atol=1e-6)
     assert state.step == differentiated.tracker.step == steps

@@ -8,21 +8,20 @@ import math
 import pytest
 import torch
 
+from fairseq_l2t.dev_objectives import smooth_error
 from fairseq_l2t.functional_student import SGDConfig
 from fairseq_l2t.loss_structures import DenseStructure
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import Teacher
-from image_cls import student_training, teacher_training, train_student
-from image_cls.checkpoints import load_checkpoint, save_atomic, save_finite, teacher_payload
+from fairseq_l2t.teacher_controller import TeacherController, teacher_payload
+from image_cls import student_loop, teacher_episodes, train_student
+from image_cls.checkpoints import load_checkpoint, save_atomic, save_finite
 from image_cls.data import BatchStream, eval_batches, load_splits
 from image_cls.models import build_model
-from image_cls.non_finite import NonFiniteCounter
 from image_cls.resume import LAST_CHECKPOINT
 from image_cls.student_losses import StudentLoss
-from image_cls.student_training import OnlineTeaching, train_student as train_student_loop
-from image_cls.teacher_training import TeacherTrainingConfig, train_teacher
-
-from fairseq_l2t.dev_objectives import smooth_error
+from image_cls.student_loop import OnlineTeaching, train_student as train_student_loop
+from image_cls.teacher_episodes import TeacherTrainingConfig, train_teacher
 
 SGD = SGDConfig(0.05, 0.9, 5e-4)
 
@@ -56,11 +55,17 @@ def nan_like(phi: dict) -> dict:
     return {k: torch.full_like(v, math.nan) for k, v in phi.items()}
 
 
+def controller(teacher: Teacher, max_non_finite: int = 10) -> TeacherController:
+    return TeacherController(teacher, 1e-3, max_non_finite=max_non_finite)
+
+
 def train(splits, dev, teacher, steps=8, max_non_finite=10, online=None, seed=3):
+    """`teacher` is a Teacher or the TeacherController that holds it."""
     torch.manual_seed(seed)
     model = build_model("mlp", 10, 1, 28)
     stream = BatchStream(splits.train, 32, 0, splits.mean, splits.std, False)
-    loss = StudentLoss("teacher", teacher=teacher, max_non_finite=max_non_finite)
+    held = teacher if isinstance(teacher, TeacherController) else controller(teacher, max_non_finite)
+    loss = StudentLoss("teacher", controller=held)
     run = train_student_loop(model, stream, steps, SGD, loss, StudentState(10, total_steps=100), dev,
                              eval_every=1000, online=online, progress=False)
     return model, loss, run
@@ -78,7 +83,7 @@ def test_non_finite_teacher_outputs_are_replaced_by_the_last_finite_one(splits, 
     clean, _, _ = train(splits, dev, teacher)
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(model.parameters(), clean.parameters()))
-    assert loss.non_finite_phi.total == 2 and loss.non_finite_phi.consecutive == 0
+    assert loss.controller.outputs.total == 2 and loss.controller.outputs.consecutive == 0
     assert run.history[-1]["teacher_non_finite_phi"] == 2
 
 
@@ -87,10 +92,13 @@ def test_consecutive_non_finite_teacher_outputs_stop_the_run(splits, dev):
     patch_outputs(teacher, lambda i, phi: nan_like(phi) if i >= 2 else phi)
     with pytest.raises(FloatingPointError, match="3 consecutive non-finite teacher outputs"):
         train(splits, dev, teacher, max_non_finite=3)
-    first = make_teacher()
+    # with no finite output yet, the student gets the teacher's base loss
+    first, base = make_teacher(), make_teacher()
     patch_outputs(first, lambda i, phi: nan_like(phi))
-    with pytest.raises(FloatingPointError, match="no earlier one"):
-        train(splits, dev, first)
+    patch_outputs(base, lambda i, phi: base.structure.init_params())
+    model, _, _ = train(splits, dev, first, max_non_finite=100)
+    twin, _, _ = train(splits, dev, base)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
 
 
 def nan_grads(result):
@@ -108,27 +116,24 @@ def patch_hypergradients(monkeypatch, module, name, bad_calls) -> None:
     monkeypatch.setattr(module, name, patched)
 
 
-def online_teaching(teacher, dev, limit):
-    return OnlineTeaching(torch.optim.Adam(teacher.parameters(), lr=1e-3), every=2, lookahead=1,
-                          dev_objective=smooth_error, dev_batches=dev,
-                          skipped=NonFiniteCounter("hypergradients", limit))
+def online_teaching(dev):
+    return OnlineTeaching(every=2, lookahead=1, dev_objective=smooth_error, dev_batches=dev)
 
 
 def test_non_finite_online_hypergradients_are_skipped_then_stop_the_run(splits, dev, monkeypatch):
-    patch_hypergradients(monkeypatch, student_training, "lookahead_hypergradient", {0, 2})
-    teacher = make_teacher()
-    online = online_teaching(teacher, dev, limit=2)
-    _, _, run = train(splits, dev, teacher, steps=8, online=online)  # updates before steps 0, 2, 4, 6
-    assert (online.updates, online.skipped.total) == (2, 2)  # 0 and 2 are not consecutive: no stop
+    patch_hypergradients(monkeypatch, student_loop, "lookahead_hypergradient", {0, 2})
+    held = controller(make_teacher(), max_non_finite=2)
+    _, _, run = train(splits, dev, held, steps=8, online=online_teaching(dev))  # updates before steps 0, 2, 4, 6
+    assert (held.updates, held.hypergradients.total) == (2, 2)  # 0 and 2 are not consecutive: no stop
     assert run.history[-1]["teacher_skipped_non_finite"] == 2 and run.history[-1]["teacher_updates"] == 2
 
-    patch_hypergradients(monkeypatch, student_training, "lookahead_hypergradient", set(range(100)))
+    patch_hypergradients(monkeypatch, student_loop, "lookahead_hypergradient", set(range(100)))
     teacher = make_teacher()
     initial = copy.deepcopy(teacher.state_dict())
-    online = online_teaching(teacher, dev, limit=3)
+    held = controller(teacher, max_non_finite=3)
     with pytest.raises(FloatingPointError, match="3 consecutive non-finite hypergradients"):
-        train(splits, dev, teacher, steps=8, online=online)
-    assert online.updates == 0 and not online.optimizer.state
+        train(splits, dev, held, steps=8, online=online_teaching(dev))
+    assert held.updates == 0 and not held.optimizer.state
     assert all(torch.equal(v, initial[k]) for k, v in teacher.state_dict().items())
 
 
@@ -138,7 +143,7 @@ def teacher_config(limit=10):
 
 
 def test_teacher_training_skips_a_non_finite_hypergradient(splits, monkeypatch):
-    patch_hypergradients(monkeypatch, teacher_training, "hypergradient", {1})
+    patch_hypergradients(monkeypatch, teacher_episodes, "hypergradient", {1})
     teacher, rows, states = make_teacher(), [], []
 
     def on_episode(row):
@@ -152,18 +157,18 @@ def test_teacher_training_skips_a_non_finite_hypergradient(splits, monkeypatch):
 
 
 def test_teacher_training_stops_when_it_cannot_recover(splits, monkeypatch):
-    patch_hypergradients(monkeypatch, teacher_training, "hypergradient", {0, 1, 2})
+    patch_hypergradients(monkeypatch, teacher_episodes, "hypergradient", {0, 1, 2})
     with pytest.raises(FloatingPointError, match="2 consecutive non-finite hypergradients"):
         train_teacher(make_teacher(), splits, teacher_config(limit=2), torch.device("cpu"), progress=False)
     monkeypatch.undo()
-    real = teacher_training.hypergradient
+    real = teacher_episodes.hypergradient
 
     def diverged(*args, **kwargs):
         result = real(*args, **kwargs)
         result.final.params[0].fill_(math.inf)
         return result
 
-    monkeypatch.setattr(teacher_training, "hypergradient", diverged)
+    monkeypatch.setattr(teacher_episodes, "hypergradient", diverged)
     with pytest.raises(FloatingPointError, match="student's parameters became non-finite in round 0, episode 0"):
         train_teacher(make_teacher(), splits, teacher_config(), torch.device("cpu"), progress=False)
 
@@ -195,7 +200,7 @@ def test_cli_stops_on_non_finite_teacher_outputs_and_keeps_the_last_good_checkpo
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "2 consecutive non-finite teacher outputs" in err[0] and "--max-non-finite" in err[0]
     kept = load_checkpoint(out / LAST_CHECKPOINT, "student")
-    assert kept["step"] == 10 and kept["progress"]["loss"]["non_finite_phi"]["total"] == 0
+    assert kept["step"] == 10 and kept["progress"]["controller"]["non_finite"]["outputs"]["total"] == 0
     assert not (out / "checkpoint.pt").exists() and not (out / "summary.json").exists()
 
 

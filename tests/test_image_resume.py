@@ -15,8 +15,9 @@ import torch
 from fairseq_l2t.loss_structures import DenseStructure
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import Teacher
+from fairseq_l2t.teacher_controller import teacher_payload
 from image_cls import checkpoints, train_student, train_teacher
-from image_cls.checkpoints import load_checkpoint, save_atomic, teacher_payload
+from image_cls.checkpoints import load_checkpoint, save_atomic
 from image_cls.resume import LAST_CHECKPOINT, remove_stale_temp_files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,7 +139,7 @@ def test_teacher_cli_killed_mid_round_and_resumed_matches_an_uninterrupted_run(t
     finish(resumed)
     a, b = (torch.load(d / "teacher.pt", weights_only=True) for d in (whole, broken))
     assert_same_tensors(a["teacher"], b["teacher"])
-    assert_same_tensors(a["optimizer_state"], b["optimizer_state"])
+    assert_same_tensors(a["optimizer"], b["optimizer"])
     rows = csv_rows(broken / "teacher_log.csv")
     assert [(r["round"], r["episode"]) for r in rows] == [(str(r), str(e)) for r in range(2) for e in range(4)]
     assert rows == csv_rows(whole / "teacher_log.csv")

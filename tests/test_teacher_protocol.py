@@ -175,7 +175,7 @@ def test_teacher_updates_average_the_hypergradients_of_several_students():
     from fairseq_l2t.state_features import StudentState
     from fairseq_l2t.teacher import Teacher
     from image_cls.data import eval_batches
-    from image_cls.teacher_training import TeacherTrainingConfig, fresh_student, train_teacher
+    from image_cls.teacher_episodes import TeacherTrainingConfig, fresh_student, train_teacher
 
     splits = load_splits("mnist5k", seed=0)
     config = TeacherTrainingConfig(model="mlp", sgd=SGDConfig(0.05, 0.9, 5e-4), rounds=1, steps_per_round=10,

@@ -16,10 +16,18 @@ over ranks (each scores its share of --reward-batches), and the state features
 count every rank's tokens, so every rank computes the same hypergradient and
 holds a bit-identical teacher (checked after every teacher update).
 
-Non-finite values: a non-finite hypergradient skips the teacher update, a
-non-finite loss from the teacher is replaced by the last finite one (both
-counted in the logs as teacher_skipped), and --max-non-finite such events in
-a row stop the run with one line before anything poisoned is saved.
+Between task and criterion, fairseq's way: before every forward the task
+pushes the loss parameters for the student's current state into the
+criterion (`set_loss_params`); the criterion reports the state statistics of
+each training micro-batch as scalar `_l2t_*` keys of its logging_output, which
+the task adds up per update in train_step (dummy batches excluded).
+
+The teacher, its optimizer and the non-finite policy live in a
+TeacherController (fairseq_l2t/teacher_controller.py), as in image_cls: a
+non-finite hypergradient skips the teacher update, a non-finite loss from the
+teacher is replaced by the last finite one (both counted in the logs as
+teacher_skipped), and --max-non-finite such events in a row stop the run with
+one line, deferred to optimizer_step so that nothing poisoned is saved.
 
 Design decisions (documented, not from the paper): the lookahead uses plain
 SGD with --lookahead-lr whatever optimizer trains the student (differentiating
@@ -32,7 +40,6 @@ state progress is updates seen / --teacher-horizon (default --max-update, or
 L2TConfigError, printed by fairseq-train as one line.
 """
 
-import copy
 import logging
 import math
 from dataclasses import dataclass, field
@@ -51,10 +58,12 @@ from ..expected_bleu import expected_bleu_dev_objective
 from ..functional_student import FunctionalStudent, SGDConfig
 from ..hypergradient import Unroll, hypergradient
 from ..loss_structures import DiagLowRankStructure
-from ..numerics import all_finite
+from ..non_finite import NonFiniteStop, all_finite
 from ..state_features import StudentState
 from ..teacher import Teacher
+from ..teacher_controller import SCHEMA, TeacherController
 from .errors import L2TConfigError, L2TNonFiniteError
+from .l2t_dynamic_criterion import STATE_SUM_KEYS, L2TDynamicCriterion
 from .micro_batches import stack_micro_batches
 from .readable_checkpoints import UNREADABLE, expect_target_vocabulary
 
@@ -109,7 +118,7 @@ class L2TTranslationTask(TranslationTask):
 
     def __init__(self, cfg: L2TTranslationConfig, src_dict, tgt_dict):
         super().__init__(cfg, src_dict, tgt_dict)
-        expect_target_vocabulary(len(tgt_dict))
+        expect_target_vocabulary(len(tgt_dict))  # fairseq's loader now refuses other dictionaries
         for name in ("lookahead_steps", "teacher_rank", "teacher_gates", "reward_max_sentences", "reward_max_order",
                      "max_non_finite"):
             if getattr(cfg, name) < 1:
@@ -135,50 +144,29 @@ class L2TTranslationTask(TranslationTask):
                                math.log(cfg.teacher_prob_floor) if cfg.teacher_prob_floor > 0 else None)
         if cfg.teacher_init:
             self._load_teacher(cfg.teacher_init)
-        self.teacher_optimizer = (torch.optim.Adam if cfg.teacher_optimizer == "adam" else torch.optim.SGD)(
-            self.teacher.parameters(), lr=cfg.teacher_lr)
-        self.teacher_updates = 0
-        self.teacher_skipped_non_finite = 0
-        self._non_finite_in_a_row = {"loss": 0, "hypergradient": 0}
+        self.controller = TeacherController(self.teacher, cfg.teacher_lr, cfg.teacher_optimizer,
+                                            cfg.teacher_max_grad_norm, cfg.max_non_finite)
         self._last_teacher_update = -1
         self._reward_batches: list[dict] | None = None
         self._phi_cache: tuple[int, dict] | None = None
-        self._last_finite_phi: dict | None = None
-        self._last_non_finite = ""
         # what the current update has seen so far: its micro-batches and their state statistics
         self._collecting_update = -1
         self._update_samples: list[tuple[dict, bool]] = []
-        self._update_sums = torch.zeros(3, dtype=torch.float64)
-        self._observing = False
+        self._update_sums = torch.zeros(len(STATE_SUM_KEYS), dtype=torch.float64)
 
     # ---- the teacher's view of the student -------------------------------------------------------
-    def current_loss_params(self, device: torch.device) -> dict:
-        """phi_t for the student's current state (no gradient: the student's loss never trains the teacher).
-
-        A non-finite phi is never handed out: the student keeps the last finite one (cross-entropy,
-        the teacher's initial loss, if there was none).
-        """
+    def _loss_params(self, device: torch.device) -> dict:
+        """phi_t for the student's current state, once per state step (never a non-finite one)."""
         key = self.student_state.step
         if self._phi_cache is None or self._phi_cache[0] != key:
             self.teacher.to(device)
-            with torch.no_grad():
-                phi = self.teacher(self.student_state.features(device=device))
-            if all_finite(phi.values()):
-                self._last_finite_phi = phi
-                self._non_finite_in_a_row["loss"] = 0
-            else:
-                self._note_non_finite("loss", f"non-finite loss from the teacher at state step {key}: the last "
-                                              f"finite loss is used")
-                dtype = next(self.teacher.parameters()).dtype
-                fallback = self._last_finite_phi or self.teacher.structure.init_params(dtype)
-                phi = {k: v.to(device) for k, v in fallback.items()}
+            skipped = self.controller.outputs.total
+            phi = self.controller.loss_params(self.student_state.features(device=device), f"state step {key}")
+            if self.controller.outputs.total > skipped:
+                self._warn_non_finite(f"non-finite loss from the teacher at state step {key}: the last finite "
+                                      f"loss is used")
             self._phi_cache = (key, phi)
         return self._phi_cache[1]
-
-    def observe_train_batch(self, lprobs: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a training micro-batch to the update's state statistics (dummy batches excluded)."""
-        if self._observing:
-            self._update_sums += self.student_state.batch_sums(lprobs, target)
 
     # ---- fairseq hooks ---------------------------------------------------------------------------
     def build_model(self, cfg, from_checkpoint: bool = False):
@@ -196,14 +184,24 @@ class L2TTranslationTask(TranslationTask):
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         if update_num != self._collecting_update:  # a new update: drop what an aborted one collected
             self._collecting_update = update_num
-            self._update_samples, self._update_sums = [], torch.zeros(3, dtype=torch.float64)
+            self._update_samples, self._update_sums = [], torch.zeros(len(STATE_SUM_KEYS), dtype=torch.float64)
         if self._teacher_update_due(update_num):
             self._update_samples.append((sample, ignore_grad))
-        self._observing = not ignore_grad
-        try:
-            return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
-        finally:
-            self._observing = False
+        self._push_loss_params(criterion, model)
+        loss, sample_size, logging_output = super().train_step(sample, model, criterion, optimizer, update_num,
+                                                               ignore_grad)
+        if not ignore_grad:  # a dummy batch (ignore_grad) is no part of the update
+            self._update_sums += torch.tensor([float(logging_output[k]) for k in STATE_SUM_KEYS], dtype=torch.float64)
+        return loss, sample_size, logging_output
+
+    def valid_step(self, sample, model, criterion):
+        self._push_loss_params(criterion, model)
+        return super().valid_step(sample, model, criterion)
+
+    def _push_loss_params(self, criterion, model) -> None:
+        """Hand the criterion the loss for the student's current state (fairseq's tasks push, criteria compute)."""
+        if isinstance(criterion, L2TDynamicCriterion):  # other criteria (cross_entropy, ...) have a fixed loss
+            criterion.set_loss_params(self.teacher, self._loss_params(next(model.parameters()).device))
 
     def optimizer_step(self, optimizer, model, update_num):
         """When due, the teacher learns from this update; then the update's statistics become one state step.
@@ -231,26 +229,24 @@ class L2TTranslationTask(TranslationTask):
         return interval > 0 and update_num % interval == 0
 
     def get_checkpoint_dict(self) -> dict:
-        """Teacher, its optimizer and the running state, stored in fairseq's extra_state on every save."""
+        """The teacher's controller (teacher, optimizer, counters) and the running state, in fairseq's
+        extra_state on every save."""
         return {self.__class__.__name__: {
-            "teacher_config": self.teacher.config(), "teacher": self.teacher.state_dict(),
-            "teacher_optimizer": self.teacher_optimizer.state_dict(), "student_state": self.student_state.state_dict(),
-            "teacher_updates": self.teacher_updates, "teacher_skipped_non_finite": self.teacher_skipped_non_finite,
-            "non_finite_in_a_row": dict(self._non_finite_in_a_row), "last_teacher_update": self._last_teacher_update,
-            "last_finite_phi": self._last_finite_phi,
+            "controller": self.controller.state_dict(), "student_state": self.student_state.state_dict(),
+            "last_teacher_update": self._last_teacher_update,
         }}
 
     def set_checkpoint_dict(self, state: dict) -> None:
         """Restore on resume (fairseq calls this from checkpoint_utils.load_checkpoint)."""
-        self._check_teacher_config(state["teacher_config"], "the checkpoint being resumed")
-        self.teacher.load_state_dict(state["teacher"])
-        self.teacher_optimizer.load_state_dict(state["teacher_optimizer"])
+        if "controller" not in state:
+            raise L2TConfigError(f"the checkpoint being resumed holds a teacher saved before the teacher checkpoint "
+                                 f"schema {SCHEMA}: finish that run with the fairseq-l2t version that started it, or "
+                                 f"start a new run (new --save-dir) with --teacher-init on that checkpoint to keep "
+                                 f"its teacher")
+        self._check_teacher_config(state["controller"]["teacher"]["config"], "the checkpoint being resumed")
+        self.controller.load_state_dict(state["controller"])
         self.student_state.load_state_dict(state["student_state"])
-        self.teacher_updates = state["teacher_updates"]
-        self.teacher_skipped_non_finite = state["teacher_skipped_non_finite"]
-        self._non_finite_in_a_row = dict(state.get("non_finite_in_a_row", {"loss": 0, "hypergradient": 0}))
         self._last_teacher_update = state["last_teacher_update"]
-        self._last_finite_phi = state.get("last_finite_phi")  # absent before non-finite handling
         self._phi_cache = None
 
     # ---- teacher updates -------------------------------------------------------------------------
@@ -271,56 +267,32 @@ class L2TTranslationTask(TranslationTask):
             grad_sync=grad_sync, dev_sync=all_reduce_sum if is_distributed() else None,
         )
         result = hypergradient(unroll, student.snapshot(), engine="stored")
-        if result.is_finite() and self._teacher_step(result):
-            self.teacher_updates += 1
-            self._non_finite_in_a_row["hypergradient"] = 0
+        if self.controller.step([result], f"update {update_num}"):
             self.student_state.observe_dev(min(max(1.0 - result.dev_objective, 0.0), 1.0))
         else:
-            self._note_non_finite("hypergradient", f"non-finite teacher hypergradient at update {update_num}: "
-                                                   f"teacher update skipped")
+            self._warn_non_finite(f"non-finite teacher hypergradient at update {update_num}: teacher update skipped")
         check_identical(list(self.teacher.parameters()), "teacher parameters")
         self._phi_cache = None
         metrics.log_scalar("teacher_reward", 1.0 - result.dev_objective, weight=1, round=4)
-        metrics.log_scalar("teacher_updates", self.teacher_updates, weight=0, round=0)
-        metrics.log_scalar("teacher_skipped", self.teacher_skipped_non_finite, weight=0, round=0)
+        metrics.log_scalar("teacher_updates", self.controller.updates, weight=0, round=0)
+        metrics.log_scalar("teacher_skipped", self.controller.skipped, weight=0, round=0)
         with torch.no_grad():
             gates = self.teacher.gates(self.student_state.features(device=device))
         for i, g in enumerate(gates.tolist()):
             metrics.log_scalar(f"teacher_gate{i}", g, weight=1, round=3)
 
-    def _teacher_step(self, result) -> bool:
-        """One step of the teacher's optimizer; undone (False) if it leaves a non-finite teacher.
-
-        The copy for the undo is small next to the update itself (the teacher holds O(V r) numbers).
-        """
-        saved = ({k: v.clone() for k, v in self.teacher.state_dict().items()},
-                 copy.deepcopy(self.teacher_optimizer.state_dict()))
-        self.teacher_optimizer.zero_grad(set_to_none=True)
-        result.accumulate_into(self.teacher)
-        if self.cfg.teacher_max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.teacher.parameters(), self.cfg.teacher_max_grad_norm)
-        self.teacher_optimizer.step()
-        if all_finite(self.teacher.parameters()):
-            return True
-        self.teacher.load_state_dict(saved[0])
-        self.teacher_optimizer.load_state_dict(saved[1])
-        return False
-
-    def _note_non_finite(self, kind: str, what: str) -> None:
-        """Count a skipped non-finite `kind` ('loss' or 'hypergradient'); the stop comes in optimizer_step."""
-        self.teacher_skipped_non_finite += 1
-        self._non_finite_in_a_row[kind] += 1
-        self._last_non_finite = what
-        metrics.log_scalar("teacher_skipped", self.teacher_skipped_non_finite, weight=0, round=0)
-        logger.warning(f"{what} ({self.teacher_skipped_non_finite} non-finite so far, "
-                       f"{self._non_finite_in_a_row[kind]} {kind}s in a row)")
+    def _warn_non_finite(self, what: str) -> None:
+        skipped = self.controller.skipped
+        metrics.log_scalar("teacher_skipped", skipped, weight=0, round=0)
+        logger.warning(f"{what} ({skipped} non-finite so far)")
 
     def _stop_if_unrecoverable(self) -> None:
-        worst = max(self._non_finite_in_a_row.values())
-        if worst >= self.cfg.max_non_finite:
-            raise L2TNonFiniteError(f"{worst} non-finite teacher values in a row (last: {self._last_non_finite}; "
-                                    f"--max-non-finite {self.cfg.max_non_finite}): stopped without saving; resume "
-                                    f"from the last checkpoint with a lower --teacher-lr or --lookahead-lr")
+        try:
+            self.controller.raise_if_exhausted(f"stopped without saving (--max-non-finite {self.cfg.max_non_finite}); "
+                                               f"resume from the last checkpoint with a lower --teacher-lr or "
+                                               f"--lookahead-lr")
+        except NonFiniteStop as err:
+            raise L2TNonFiniteError(str(err)) from None
 
     def _lookahead_batch(self, device: torch.device) -> tuple[tuple[dict, torch.Tensor], Optional[Callable]]:
         """This update's micro-batches as one batch, and the gradient sync that sums the ranks' shares.
@@ -389,11 +361,14 @@ class L2TTranslationTask(TranslationTask):
         if saved is None:
             raise L2TConfigError(f"--teacher-init {path} holds no l2t_translation teacher (train one with "
                              f"--task l2t_translation first)")
-        self._check_teacher_config(saved["teacher_config"], path)
-        if not all_finite(saved["teacher"].values()):
+        # schema 2 (the controller's state) or, from checkpoints written before it, the teacher's own keys
+        payload = saved["controller"]["teacher"] if "controller" in saved else {"config": saved["teacher_config"],
+                                                                                "state": saved["teacher"]}
+        self._check_teacher_config(payload["config"], path)
+        if not all_finite(payload["state"].values()):
             raise L2TConfigError(f"--teacher-init {path} holds a teacher with non-finite parameters; start from an "
                                  f"earlier checkpoint of that run")
-        self.teacher.load_state_dict(saved["teacher"])
+        self.teacher.load_state_dict(payload["state"])
 
     def _check_teacher_config(self, config: dict, source: str) -> None:
         mine = self.teacher.config()

@@ -24,36 +24,25 @@ from fairseq_l2t.dev_objectives import DevObjective
 from fairseq_l2t.functional_student import SGDConfig
 from fairseq_l2t.online import lookahead_hypergradient
 from fairseq_l2t.state_features import StudentState
+from fairseq_l2t.teacher_controller import TeacherController
 
 from .data import BatchSource
 from .distributed import average_gradients, check_teacher, max_over_ranks, sync_teacher_grads, unroll_syncs
-from .evaluation import evaluate
-from .non_finite import NonFiniteCounter
+from .eval_metrics import evaluate
 from .student_losses import StudentLoss
 
 Batches = Sequence[tuple[Tensor, Tensor]]
 
 
-@dataclass
+@dataclass(frozen=True)
 class OnlineTeaching:
-    """Keep training the teacher while the student trains (for long runs)."""
+    """Keep training the teacher while the student trains (for long runs); its state is the loss's controller."""
 
-    optimizer: torch.optim.Optimizer
     every: int
     lookahead: int
     dev_objective: DevObjective
     dev_batches: Batches
     engine: str = "stored"
-    updates: int = 0
-    skipped: NonFiniteCounter = field(default_factory=lambda: NonFiniteCounter("hypergradients"))
-
-    def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "updates": self.updates, "skipped": self.skipped.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.updates = state["updates"]
-        self.skipped.load_state_dict(state["skipped"])
 
 
 @dataclass
@@ -136,13 +125,10 @@ def _online_teacher_update(model: nn.Module, optimizer: torch.optim.SGD, loss: S
     result = lookahead_hypergradient(model, optimizer, loss.teacher, state, batches, online.dev_batches,
                                      online.dev_objective, engine=online.engine, **unroll_syncs())
     sync_teacher_grads(result)
-    if not online.skipped.record(result.is_finite(), f"the online update before student step {step}"):
-        return
-    online.optimizer.zero_grad(set_to_none=True)
-    result.accumulate_into(loss.teacher)
-    online.optimizer.step()
-    check_teacher(loss.teacher, f"the online update before student step {step}")
-    online.updates += 1
+    where = f"the online update before student step {step}"
+    loss.controller.step([result], where)
+    loss.controller.raise_if_exhausted()
+    check_teacher(loss.teacher, where)
 
 
 def _eval_row(model: nn.Module, step: int, state: StudentState, dev_batches: Batches, test_batches: Batches | None,
@@ -157,17 +143,20 @@ def _eval_row(model: nn.Module, step: int, state: StudentState, dev_batches: Bat
     if test_batches is not None:
         test = evaluate(model, test_batches)
         row.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
-    if loss.teacher is not None:
-        row["teacher_non_finite_phi"] = loss.non_finite_phi.total
+    if loss.controller is not None:
+        row["teacher_non_finite_phi"] = loss.controller.outputs.total
     if online is not None:
-        row.update(teacher_updates=online.updates, teacher_skipped_non_finite=online.skipped.total)
+        row.update(teacher_updates=loss.controller.updates,
+                   teacher_skipped_non_finite=loss.controller.hypergradients.total)
     row["seconds"] = time.perf_counter() - started
     return row
 
 
 def _non_finite_postfix(loss: StudentLoss, online: OnlineTeaching | None) -> dict:
     """Progress-bar counters of replaced teacher outputs and skipped online updates (only when there are any)."""
-    counts = {"nonfinite_phi": loss.non_finite_phi.total, "skipped_updates": online.skipped.total if online else 0}
+    controller = loss.controller
+    counts = {"nonfinite_phi": controller.outputs.total if controller else 0,
+              "skipped_updates": controller.hypergradients.total if online else 0}
     return {name: count for name, count in counts.items() if count}
 
 

@@ -31,18 +31,18 @@ from tqdm.auto import tqdm
 from fairseq_l2t.dev_objectives import get_dev_objective
 from fairseq_l2t.functional_student import FunctionalStudent, SGDConfig, StudentSnapshot
 from fairseq_l2t.hypergradient import HypergradResult, Unroll, hypergradient
-from fairseq_l2t.numerics import all_finite
+from fairseq_l2t.non_finite import DEFAULT_LIMIT, all_finite
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import Teacher
+from fairseq_l2t.teacher_controller import TeacherController
 
 from .checkpoints import rng_state, set_rng_state
 from .data import BatchSource, BatchStream, ImageSplits
 from .distributed import check_teacher, shard_stream, sharded_eval_batches, state_sync, sync_teacher_grads, unroll_syncs
-from .evaluation import evaluate
+from .eval_metrics import evaluate
 from .models import build_model
-from .non_finite import DEFAULT_LIMIT, NonFiniteCounter
 from .student_losses import StudentLoss
-from .student_training import Batches, train_student
+from .student_loop import Batches, train_student
 
 
 @dataclass(frozen=True)
@@ -88,21 +88,20 @@ def train_teacher(
     progress: bool = True,
     resume: dict | None = None,
     after_episode: Callable[[dict], None] | None = None,
-) -> torch.optim.Optimizer:
-    """Update `teacher` in place over config.rounds rounds; returns its optimizer (for checkpoints).
+) -> TeacherController:
+    """Update `teacher` in place over config.rounds rounds; returns its controller (for checkpoints).
 
-    after_episode(progress) gets everything but the teacher that a resumed run
-    needs (round, episode, teacher optimizer, live student, RNG); passing that
+    after_episode(progress) gets everything a resumed run needs (round,
+    episode, the teacher's controller state, live students, RNG); passing that
     dict back as `resume` continues exactly where it was taken.
     """
-    optimizer = torch.optim.Adam(teacher.parameters(), lr=config.teacher_lr)
-    skipped = NonFiniteCounter("hypergradients", config.max_non_finite)
+    controller = teacher_controller(teacher, config)
     dev_batches = sharded_eval_batches(splits.dev, config.dev_batch_size, splits.mean, splits.std, device)
     objective = get_dev_objective(config.dev_objective)
     episodes = config.steps_per_round // config.episode_steps
     start_round, start_episode = 0, 0
     if resume is not None:
-        start_round, start_episode = _restore_teacher_side(resume, optimizer, skipped, episodes)
+        start_round, start_episode = _restore_teacher_side(resume, controller, episodes)
     bar = tqdm(total=config.rounds * episodes, initial=start_round * episodes + start_episode,
                desc="teacher episodes", disable=not progress, dynamic_ncols=True)
     started = time.perf_counter() - (resume["seconds"] if resume is not None else 0.0)
@@ -117,17 +116,11 @@ def train_teacher(
             where = f"round {round_index}, episode {episode}"
             results = [_episode_hypergradient(live, teacher, config, offset, dev_batches, objective, where)
                        for live in cohort]
-            finite = skipped.record(all(r.is_finite() for r in results), where)
-            grads = [sum(gs) / len(results) for gs in zip(*(r.teacher_grads for r in results))]
-            grad_norm = float(torch.cat([g.reshape(-1) for g in grads]).norm())
-            if finite:
-                optimizer.zero_grad(set_to_none=True)
-                for p, g in zip(teacher.parameters(), grads):
-                    p.grad = g.detach().clone()
-                if config.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(teacher.parameters(), config.max_grad_norm)
-                optimizer.step()
-                check_teacher(teacher, where)
+            grad_norm = float(torch.cat([sum(gs).reshape(-1) / len(results)
+                                         for gs in zip(*(r.teacher_grads for r in results))]).norm())
+            finite = controller.step(results, where)
+            controller.raise_if_exhausted()
+            check_teacher(teacher, where)
             accuracies = [live.advance(result, dev_batches) for live, result in zip(cohort, results)]
             dev_objective = sum(r.dev_objective for r in results) / len(results)
             row = {"round": round_index, "episode": episode, "student_step": offset + config.episode_steps,
@@ -136,17 +129,21 @@ def train_teacher(
                    "seconds": time.perf_counter() - started}
             bar.update(1)
             bar.set_postfix(M=f"{dev_objective:.4f}", dev_acc=f"{row['dev_accuracy']:.4f}",
-                            **({"skipped": skipped.total} if skipped.total else {}))
+                            **({"skipped": controller.skipped} if controller.skipped else {}))
             if on_episode is not None:
                 on_episode(row)
             if after_episode is not None:
-                after_episode({"round": round_index, "episode": episode + 1, "optimizer": optimizer.state_dict(),
-                               "skipped": skipped.state_dict(),
+                after_episode({"round": round_index, "episode": episode + 1, "controller": controller.state_dict(),
                                "student_states": [live.state.state_dict() for live in cohort],
                                "students": [live.snapshot_dict() for live in cohort], "rng": rng_state(),
                                "seconds": time.perf_counter() - started})
     bar.close()
-    return optimizer
+    return controller
+
+
+def teacher_controller(teacher: Teacher, config: "TeacherTrainingConfig") -> TeacherController:
+    return TeacherController(teacher, config.teacher_lr, max_grad_norm=config.max_grad_norm,
+                             max_non_finite=config.max_non_finite)
 
 
 @dataclass
@@ -205,9 +202,7 @@ def check_resume(teacher: Teacher, splits: ImageSplits, config: TeacherTrainingC
     anything, not with a traceback mid-run.  The RNGs are left as they were."""
     teacher = copy.deepcopy(teacher)
     episodes = config.steps_per_round // config.episode_steps
-    start_round, start_episode = _restore_teacher_side(
-        resume, torch.optim.Adam(teacher.parameters(), lr=config.teacher_lr),
-        NonFiniteCounter("hypergradients", config.max_non_finite), episodes)
+    start_round, start_episode = _restore_teacher_side(resume, teacher_controller(teacher, config), episodes)
     if not 0 <= start_round < config.rounds:
         raise ValueError(f"round {start_round} is outside this run's {config.rounds} rounds")
     if not math.isfinite(resume["seconds"]):
@@ -228,11 +223,9 @@ def check_resume(teacher: Teacher, splits: ImageSplits, config: TeacherTrainingC
             set_rng_state(rng)
 
 
-def _restore_teacher_side(resume: dict, optimizer: torch.optim.Optimizer, skipped: NonFiniteCounter,
-                          episodes: int) -> tuple[int, int]:
-    """Load the teacher's optimizer and skip counter; returns the (round, episode) to continue at."""
-    optimizer.load_state_dict(resume["optimizer"])
-    skipped.load_state_dict(resume["skipped"])
+def _restore_teacher_side(resume: dict, controller: TeacherController, episodes: int) -> tuple[int, int]:
+    """Load the teacher's controller (weights, optimizer, counters); returns the (round, episode) to continue at."""
+    controller.load_state_dict(resume["controller"])
     return divmod(resume["round"] * episodes + resume["episode"], episodes)
 
 
