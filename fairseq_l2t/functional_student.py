@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +28,26 @@ class SGDConfig:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ValueError(f"weight decay must be >= 0, got {self.weight_decay}")
+
+    def with_weight_decay(self, grads: Sequence[Tensor], params: Sequence[Tensor]) -> list[Tensor]:
+        """g = grad L(w) + weight_decay * w (the same term pulls the adjoint back in the reverse pass)."""
+        if not self.weight_decay:
+            return list(grads)
+        return [g + self.weight_decay * p for g, p in zip(grads, params)]
+
+    def step(self, params: Sequence[Tensor], velocity: Sequence[Tensor],
+             grads: Sequence[Tensor]) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """The forward rule: v' = momentum * v + g, w' = w - lr * v'."""
+        new_velocity = tuple(self.momentum * v + g for v, g in zip(velocity, grads))
+        return tuple(p - self.lr * v for p, v in zip(params, new_velocity)), new_velocity
+
+    def adjoint_of_direction(self, dw: Sequence[Tensor], dv: Sequence[Tensor]) -> list[Tensor]:
+        """Its transpose, part 1: the adjoint of v' (and so of g), given the adjoints (dw, dv) of (w', v')."""
+        return [v - self.lr * w for v, w in zip(dv, dw)]
+
+    def adjoint_of_velocity(self, dv_new: Sequence[Tensor]) -> list[Tensor]:
+        """Its transpose, part 2: the adjoint of v from that of v'."""
+        return [self.momentum * d for d in dv_new]
 
     @classmethod
     def from_optimizer(cls, optimizer: torch.optim.Optimizer) -> "SGDConfig":

@@ -6,7 +6,9 @@ compute the same exact gradient:
 - "unrolled":     naive autograd through the whole trajectory (create_graph at
                   every step).  Memory grows with T and the graph; the reference.
 - "stored":       reverse-mode differentiation (Maclaurin et al. 2015) with
-                  every (w_t, v_t) stored: one Hessian-vector product per step.
+                  every step's gradient graph kept from the forward pass: one
+                  double backward (Hessian- and teacher-vector product) per
+                  step, nothing recomputed.  Memory grows with T.
 - "checkpointed": the same reverse pass with a fixed number of snapshots placed
                   by binomial checkpointing (Griewank's revolve): memory does not
                   grow with T, at the price of recomputing forward steps.
@@ -32,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Container, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +44,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .dev_objectives import DevObjective
 from .functional_student import FunctionalStudent, SGDConfig, StudentSnapshot
 from .loss_structures import LossParams
-from .numerics import all_finite
+from .non_finite import all_finite
 from .state_features import StudentState
 from .teacher import Teacher
 
@@ -118,11 +120,19 @@ def hypergradient(unroll: Unroll, start: StudentSnapshot, engine: str = "stored"
         return _unrolled(unroll, start)
     if snapshots < 1:
         raise ValueError(f"checkpointed engine needs at least 1 snapshot, got {snapshots}")
-    return _reverse_mode(unroll, start, store_all=engine == "stored", snapshots=snapshots)
+    return _reverse_mode(unroll, start, keep_graphs=engine == "stored", snapshots=snapshots)
+
+
+def run_unroll(unroll: Unroll, start: StudentSnapshot) -> tuple[float, StudentSnapshot, StudentState]:
+    """Forward only: M(w_T), the final student and its tracker (no hypergradient)."""
+    trajectory = _forward(unroll, start)
+    with torch.no_grad():
+        value, _ = _dev_objective(unroll, trajectory.final.params, dict(trajectory.final.buffers), with_gradient=False)
+    return value, trajectory.final, trajectory.tracker
 
 
 @contextlib.contextmanager
-def _step_context(seed: int | None, step: int, device: torch.device) -> Iterator[None]:
+def _step_context(rng_seed: int | None, step: int, device: torch.device) -> Iterator[None]:
     """Replayable randomness (dropout) and attention kernels that support double backward.
 
     The fused CPU/GPU attention kernels have no second derivative, so every
@@ -130,12 +140,12 @@ def _step_context(seed: int | None, step: int, device: torch.device) -> Iterator
     the reverse pass alike (the same numbers both times).
     """
     with sdpa_kernel(SDPBackend.MATH):
-        if seed is None:
+        if rng_seed is None:
             yield
             return
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed + step)
+            torch.manual_seed(rng_seed + step)
             yield
 
 
@@ -153,17 +163,15 @@ def _training_gradients(unroll: Unroll, params: tuple[Tensor, ...], buffers: dic
     loss = unroll.teacher.loss(lprobs, target, phi, unroll.ignore_index)
     grads = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True)
     grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-    if unroll.sgd.weight_decay and unroll.grad_sync is None:
-        grads = [g + unroll.sgd.weight_decay * p for g, p in zip(grads, params)]
+    if unroll.grad_sync is None:
+        grads = unroll.sgd.with_weight_decay(grads, params)
     return grads, lprobs, target
 
 
 def _synced_step_direction(unroll: Unroll, local_grads: list[Tensor], params: tuple[Tensor, ...]) -> list[Tensor]:
     """The global g(w_t): synced training-loss gradient, then weight decay once (constants: no graph)."""
-    grads = unroll.grad_sync([g.detach() for g in local_grads])
-    if unroll.sgd.weight_decay:
-        grads = [g + unroll.sgd.weight_decay * p.detach() for g, p in zip(grads, params)]
-    return grads
+    return unroll.sgd.with_weight_decay(unroll.grad_sync([g.detach() for g in local_grads]),
+                                        [p.detach() for p in params])
 
 
 @dataclass
@@ -179,8 +187,7 @@ def _advance(unroll: Unroll, state: StudentSnapshot, step: int, phi: LossParams,
     differentiable=True keeps the graph through the new state (naive unrolling);
     keep_graph=True returns (w_t, g(w_t)) with g's graph (with grad_sync: this
     rank's unsynced loss gradient), so that the reverse pass can reuse it
-    instead of recomputing the step (the stored engine does this for the last
-    step: for a one-step lookahead it saves a whole pass).
+    instead of recomputing the step.
     """
     params = state.params if differentiable else tuple(p.detach().requires_grad_() for p in state.params)
     buffers = {k: b.clone() for k, b in state.buffers.items()}
@@ -189,9 +196,7 @@ def _advance(unroll: Unroll, state: StudentSnapshot, step: int, phi: LossParams,
     kept = _KeptGraph(params, grads) if keep_graph else None
     if unroll.grad_sync is not None:
         grads = _synced_step_direction(unroll, grads, params)
-    sgd = unroll.sgd
-    velocity = tuple(sgd.momentum * v + g for v, g in zip(state.velocity, grads))
-    new_params = tuple(p - sgd.lr * v for p, v in zip(params, velocity))
+    new_params, velocity = unroll.sgd.step(params, state.velocity, grads)
     if not differentiable:
         new_params = tuple(p.detach() for p in new_params)
         velocity = tuple(v.detach() for v in velocity)
@@ -215,16 +220,16 @@ def _dev_value(unroll: Unroll, params: tuple[Tensor, ...], buffers: dict[str, Te
 
 
 def _dev_objective(unroll: Unroll, params: tuple[Tensor, ...], buffers: dict[str, Tensor],
-                   with_seed: bool = True) -> tuple[float, list[Tensor]]:
-    """M and, if with_seed, dM/dw (the reverse pass's seed); over all ranks' dev shards with dev_sync."""
+                   with_gradient: bool = True) -> tuple[float, list[Tensor]]:
+    """M and, if with_gradient, dM/dw (where the reverse pass starts); over all ranks' dev shards with dev_sync."""
     total, count = _dev_value(unroll, params, buffers)
     if unroll.dev_sync is None:
         mean = total / count
-        return mean.item(), _grad_or_zeros(mean, params) if with_seed else []
-    local_seed = _grad_or_zeros(total, params) if with_seed else []
+        return mean.item(), _grad_or_zeros(mean, params) if with_gradient else []
+    local_dm_dw = _grad_or_zeros(total, params) if with_gradient else []
     local_count = torch.tensor(float(count), dtype=total.dtype, device=total.device)
-    *seed, total, count = unroll.dev_sync([*local_seed, total.detach(), local_count])
-    return (total / count).item(), [g / count for g in seed]
+    *dm_dw, total, count = unroll.dev_sync([*local_dm_dw, total.detach(), local_count])
+    return (total / count).item(), [g / count for g in dm_dw]
 
 
 def _features_at(unroll: Unroll, tracker: StudentState, step: int) -> Tensor:
@@ -258,9 +263,11 @@ class _Adjoint:
         self.dtheta = [torch.zeros_like(t) for t in theta]
 
 
-def _reverse_step(unroll: Unroll, state: StudentSnapshot, step: int, features: Tensor, adjoint: _Adjoint,
+def _reverse_step(unroll: Unroll, state: StudentSnapshot | None, step: int, features: Tensor, adjoint: _Adjoint,
                   theta: tuple[Tensor, ...], kept: _KeptGraph | None = None) -> None:
     """Pull (dw, dv) from step+1 back to step and add this step's share of dtheta.
+
+    The step's gradient graph is `kept` from the forward pass, or recomputed from `state`.
 
     With grad_sync the kept/recomputed gradients are this rank's training-loss
     gradients: their pulled terms are synced like the forward gradients and
@@ -273,20 +280,20 @@ def _reverse_step(unroll: Unroll, state: StudentSnapshot, step: int, features: T
         grads, _, _ = _training_gradients(unroll, params, buffers, step, unroll.teacher(features), create_graph=True)
     else:
         params, grads = kept.params, kept.grads
-    dv_total = [dv - sgd.lr * dw for dv, dw in zip(adjoint.dv, adjoint.dw)]
+    # the adjoint of the step direction g is the adjoint of v'; ds/dw and ds/dtheta of s = <that, g>
+    dv_total = sgd.adjoint_of_direction(adjoint.dw, adjoint.dv)
     inner = sum((g * d).sum() for g, d in zip(grads, dv_total))
     pulled = torch.autograd.grad(inner, params + theta, allow_unused=True)
     if unroll.grad_sync is not None:
         pulled = unroll.grad_sync([torch.zeros_like(x) if g is None else g for x, g in zip(params + theta, pulled)])
-        if sgd.weight_decay:
-            pulled[: len(params)] = [g + sgd.weight_decay * d for g, d in zip(pulled[: len(params)], dv_total)]
+        pulled[: len(params)] = sgd.with_weight_decay(pulled[: len(params)], dv_total)
     for i, g in enumerate(pulled[: len(params)]):
         if g is not None:
             adjoint.dw[i] = adjoint.dw[i] + g
     for i, g in enumerate(pulled[len(params):]):
         if g is not None:
             adjoint.dtheta[i] = adjoint.dtheta[i] + g
-    adjoint.dv = [sgd.momentum * d for d in dv_total]
+    adjoint.dv = sgd.adjoint_of_velocity(dv_total)
 
 
 def _binomial_split(length: int, snapshots: int) -> int:
@@ -308,37 +315,32 @@ class _Trajectory:
     tracker: StudentState
     features: list[Tensor]
     phis: list[LossParams]
-    stored: list[StudentSnapshot | None] | None
-    last_graph: _KeptGraph | None = None
+    graphs: dict[int, _KeptGraph]  # step -> (w_t, g(w_t)) with its graph through phi to theta
+    states: dict[int, StudentSnapshot]  # step -> (w_t, v_t)
 
 
-def _forward(unroll: Unroll, start: StudentSnapshot, store_all: bool) -> _Trajectory:
-    """Run the T steps with phi detached; if store_all, keep every state and the last step's graph."""
+def _forward(unroll: Unroll, start: StudentSnapshot, keep_graph_at: Container[int] = (),
+             keep_state_at: Container[int] = ()) -> _Trajectory:
+    """Run the T steps, keeping the gradient graphs and the states of the steps that the reverse pass asks for."""
     tracker = unroll.tracker.copy()
     features: list[Tensor] = []
     phis: list[LossParams] = []
+    graphs: dict[int, _KeptGraph] = {}
+    states: dict[int, StudentSnapshot] = {}
     state = start.detached()
-    stored = [state] if store_all else None
-    kept = None
     for step in range(unroll.steps):
+        if step in keep_state_at:
+            states[step] = state
         features.append(_features_at(unroll, tracker, step))
-        keep = store_all and step == unroll.steps - 1
+        keep = step in keep_graph_at
         with torch.set_grad_enabled(keep):
             phi = unroll.teacher(features[-1])
         phis.append({k: v.detach() for k, v in phi.items()})
         state, lprobs, target, kept = _advance(unroll, state, step, phi if keep else phis[-1], keep_graph=keep)
         tracker.observe_batch(lprobs, target)
-        if store_all:
-            stored.append(state)
-    return _Trajectory(state, tracker, features, phis, stored, kept)
-
-
-def run_unroll(unroll: Unroll, start: StudentSnapshot) -> tuple[float, StudentSnapshot, StudentState]:
-    """Forward only: M(w_T), the final student and its tracker (no hypergradient)."""
-    trajectory = _forward(unroll, start, store_all=False)
-    with torch.no_grad():
-        value, _ = _dev_objective(unroll, trajectory.final.params, dict(trajectory.final.buffers), with_seed=False)
-    return value, trajectory.final, trajectory.tracker
+        if keep:
+            graphs[step] = kept
+    return _Trajectory(state, tracker, features, phis, graphs, states)
 
 
 def _grad_or_zeros(output: Tensor, inputs: tuple[Tensor, ...]) -> list[Tensor]:
@@ -349,33 +351,61 @@ def _grad_or_zeros(output: Tensor, inputs: tuple[Tensor, ...]) -> list[Tensor]:
     return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
 
 
-def _reverse_mode(unroll: Unroll, start: StudentSnapshot, store_all: bool, snapshots: int) -> HypergradResult:
-    theta = tuple(unroll.teacher.parameters())
-    trajectory = _forward(unroll, start, store_all)
-    features, phis, stored, final = trajectory.features, trajectory.phis, trajectory.stored, trajectory.final
-    params = tuple(p.detach().requires_grad_() for p in final.params)
-    value, seed = _dev_objective(unroll, params, {k: b.clone() for k, b in final.buffers.items()})
-    adjoint = _Adjoint(seed, final.velocity, theta)
+def _rightmost_snapshots(steps: int, snapshots: int) -> list[int]:
+    """The snapshot positions revolve reaches first, each from the one before: the forward pass can keep them."""
+    positions, begin = [], 0
+    while steps - begin > 1 and snapshots > 0:
+        begin += _binomial_split(steps - begin, snapshots)
+        positions.append(begin)
+        snapshots -= 1
+    return positions
 
-    if store_all:
+
+def _reverse_mode(unroll: Unroll, start: StudentSnapshot, keep_graphs: bool, snapshots: int) -> HypergradResult:
+    """The stored engine (keep_graphs: every step's graph from the forward pass) or the checkpointed one.
+
+    Checkpointed: binomial snapshots, of which the forward pass already keeps
+    the first chain (and the last step's graph), so revolve does not redo that
+    sweep; each advance keeps the graph of its first step, which the leaf that
+    reverses that step then uses instead of recomputing it (one graph per
+    recursion level, so memory stays flat in T).
+    """
+    theta = tuple(unroll.teacher.parameters())
+    last = unroll.steps - 1
+    trajectory = (_forward(unroll, start, keep_graph_at=range(unroll.steps)) if keep_graphs else
+                  _forward(unroll, start, keep_graph_at={last},
+                           keep_state_at=set(_rightmost_snapshots(unroll.steps, snapshots))))
+    features, phis, graphs, final = trajectory.features, trajectory.phis, trajectory.graphs, trajectory.final
+    params = tuple(p.detach().requires_grad_() for p in final.params)
+    value, dm_dw = _dev_objective(unroll, params, {k: b.clone() for k, b in final.buffers.items()})
+    adjoint = _Adjoint(dm_dw, final.velocity, theta)
+
+    if keep_graphs:
         for step in reversed(range(unroll.steps)):
-            kept = trajectory.last_graph if step == unroll.steps - 1 else None
-            _reverse_step(unroll, stored[step], step, features[step], adjoint, theta, kept)
-            stored[step + 1] = None
-        trajectory.last_graph = None
+            _reverse_step(unroll, None, step, features[step], adjoint, theta, graphs.pop(step))  # frees it
     else:
+        known = trajectory.states
+
         def advance_to(state: StudentSnapshot, begin: int, end: int) -> StudentSnapshot:
+            if end in known:
+                return known.pop(end)
             for step in range(begin, end):
-                state, _, _, _ = _advance(unroll, state, step, phis[step])
+                keep = step == begin and step not in graphs
+                with torch.set_grad_enabled(keep):
+                    phi = unroll.teacher(features[step]) if keep else phis[step]
+                state, _, _, kept = _advance(unroll, state, step, phi, keep_graph=keep)
+                if keep:
+                    graphs[step] = kept
             return state
 
         def reverse_segment(begin: int, end: int, state: StudentSnapshot, free: int) -> None:
             if end - begin == 1:
-                _reverse_step(unroll, state, begin, features[begin], adjoint, theta)
+                _reverse_step(unroll, state, begin, features[begin], adjoint, theta, graphs.pop(begin, None))
                 return
             if free == 0:
                 for step in reversed(range(begin, end)):
-                    _reverse_step(unroll, advance_to(state, begin, step), step, features[step], adjoint, theta)
+                    _reverse_step(unroll, advance_to(state, begin, step), step, features[step], adjoint, theta,
+                                  graphs.pop(step, None))
                 return
             middle = begin + _binomial_split(end - begin, free)
             reverse_segment(middle, end, advance_to(state, begin, middle), free - 1)
