@@ -51,7 +51,10 @@ class TeacherController:
         if max_grad_norm < 0:
             raise ValueError(f"max_grad_norm must be >= 0, got {max_grad_norm}")
         self.teacher = teacher
-        self.optimizer = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)(teacher.parameters(), lr=lr)
+        if optimizer == "adam":
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(teacher.parameters(), lr=lr)
+        else:
+            self.optimizer = torch.optim.SGD(teacher.parameters(), lr=lr)
         self.max_grad_norm = max_grad_norm
         self.outputs = NonFiniteCounter("teacher outputs", max_non_finite)
         self.hypergradients = NonFiniteCounter("hypergradients", max_non_finite)
