@@ -313,8 +313,7 @@ def _binomial_split(length: int, snapshots: int) -> int:
 class _Trajectory:
     final: StudentSnapshot
     tracker: StudentState
-    features: list[Tensor]
-    phis: list[LossParams]
+    features: list[Tensor]  # s_t; phi_t is recomputed from them (a teacher forward), not stored: O(C r) per step
     graphs: dict[int, _KeptGraph]  # step -> (w_t, g(w_t)) with its graph through phi to theta
     states: dict[int, StudentSnapshot]  # step -> (w_t, v_t)
 
@@ -324,7 +323,6 @@ def _forward(unroll: Unroll, start: StudentSnapshot, keep_graph_at: Container[in
     """Run the T steps, keeping the gradient graphs and the states of the steps that the reverse pass asks for."""
     tracker = unroll.tracker.copy()
     features: list[Tensor] = []
-    phis: list[LossParams] = []
     graphs: dict[int, _KeptGraph] = {}
     states: dict[int, StudentSnapshot] = {}
     state = start.detached()
@@ -335,12 +333,11 @@ def _forward(unroll: Unroll, start: StudentSnapshot, keep_graph_at: Container[in
         keep = step in keep_graph_at
         with torch.set_grad_enabled(keep):
             phi = unroll.teacher(features[-1])
-        phis.append({k: v.detach() for k, v in phi.items()})
-        state, lprobs, target, kept = _advance(unroll, state, step, phi if keep else phis[-1], keep_graph=keep)
+        state, lprobs, target, kept = _advance(unroll, state, step, phi, keep_graph=keep)
         tracker.observe_batch(lprobs, target)
         if keep:
             graphs[step] = kept
-    return _Trajectory(state, tracker, features, phis, graphs, states)
+    return _Trajectory(state, tracker, features, graphs, states)
 
 
 def _grad_or_zeros(output: Tensor, inputs: tuple[Tensor, ...]) -> list[Tensor]:
@@ -375,7 +372,7 @@ def _reverse_mode(unroll: Unroll, start: StudentSnapshot, keep_graphs: bool, sna
     trajectory = (_forward(unroll, start, keep_graph_at=range(unroll.steps)) if keep_graphs else
                   _forward(unroll, start, keep_graph_at={last},
                            keep_state_at=set(_rightmost_snapshots(unroll.steps, snapshots))))
-    features, phis, graphs, final = trajectory.features, trajectory.phis, trajectory.graphs, trajectory.final
+    features, graphs, final = trajectory.features, trajectory.graphs, trajectory.final
     params = tuple(p.detach().requires_grad_() for p in final.params)
     value, dm_dw = _dev_objective(unroll, params, {k: b.clone() for k, b in final.buffers.items()})
     adjoint = _Adjoint(dm_dw, final.velocity, theta)
@@ -392,7 +389,7 @@ def _reverse_mode(unroll: Unroll, start: StudentSnapshot, keep_graphs: bool, sna
             for step in range(begin, end):
                 keep = step == begin and step not in graphs
                 with torch.set_grad_enabled(keep):
-                    phi = unroll.teacher(features[step]) if keep else phis[step]
+                    phi = unroll.teacher(features[step])
                 state, _, _, kept = _advance(unroll, state, step, phi, keep_graph=keep)
                 if keep:
                     graphs[step] = kept
