@@ -11,8 +11,8 @@ Prints, from one run, and writes with --json OUT:
      hypergradient step of each engine (its forward and reverse pass
      together), measured interleaved over --rounds rounds (medians), and
      reverse/forward = (engine step - training step) / training step;
-  2. peak extra memory of one hypergradient per engine and T (a fresh process
-     per cell; the checkpointed engine with --snapshots);
+  2. peak extra memory of one hypergradient per engine and T (the median over
+     --memory-repeats fresh processes per cell; checkpointed with --snapshots);
   3. the checkpointed engine's memory/time trade-off for 4, 8 and 16
      snapshots at T = 50 and 200.
 --profile adds torch.profiler's per-op table (top 15 by self CPU time) of one
@@ -139,11 +139,12 @@ def profile(unroll, start_state, engine: str, snapshots: int) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
 
 
-def memory_cell(case: str, engine: str, T: int, snapshots: int, device: str) -> dict:
-    measured = measure_in_child(__file__, ["--case", case, "--T", str(T), "--engine", engine,
-                                           "--snapshots", str(snapshots), "--device", device])
+def memory_cell(case: str, engine: str, T: int, snapshots: int, device: str, repeats: int) -> dict:
+    """Medians over `repeats` fresh processes: a process's resident high-water mark varies by tens of MiB."""
+    runs = [measure_in_child(__file__, ["--case", case, "--T", str(T), "--engine", engine,
+                                        "--snapshots", str(snapshots), "--device", device]) for _ in range(repeats)]
     return {"case": case, "engine": engine, "T": T, "snapshots": snapshots if engine == "checkpointed" else None,
-            **measured}
+            "repeats": repeats, **{k: statistics.median(r[k] for r in runs) for k in ("peak_extra_bytes", "seconds")}}
 
 
 def main() -> None:
@@ -154,6 +155,7 @@ def main() -> None:
     parser.add_argument("--timing-T", type=int, default=50, help="unroll length for the time ratio")
     parser.add_argument("--snapshots", type=int, default=8, help="snapshots of the checkpointed engine")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    parser.add_argument("--memory-repeats", type=int, default=3, help="processes per memory cell (median)")
     parser.add_argument("--no-trade-off", action="store_true", help="skip table 3")
     parser.add_argument("--profile", action="store_true", help="add torch.profiler tables")
     parser.add_argument("--json", metavar="OUT", help="also write everything measured to this JSON file")
@@ -182,11 +184,12 @@ def main() -> None:
             print(f"\n   profile of one {engine} hypergradient ({case}):\n{table}")
     print("   targets (MLP): stored <= 2.0, checkpointed (8 snapshots) <= 4.0\n")
 
-    print(f"2) peak extra memory of one hypergradient (fresh process per cell; checkpointed: {args.snapshots} "
-          f"snapshots)")
+    print(f"2) peak extra memory of one hypergradient (median of {args.memory_repeats} fresh processes per cell; "
+          f"checkpointed: {args.snapshots} snapshots)")
     for case in args.cases:
         for T in args.T:
-            cells = [memory_cell(case, engine, T, args.snapshots, args.device) for engine in ENGINES]
+            cells = [memory_cell(case, engine, T, args.snapshots, args.device, args.memory_repeats)
+                     for engine in ENGINES]
             report["memory"] += cells
             print(f"   {case:8s} T={T:<4d}" + "".join(f"  {c['engine']}: {c['peak_extra_bytes'] / 2**20:8.1f} MiB "
                                                      f"({c['seconds']:5.1f} s)" for c in cells))
@@ -198,11 +201,12 @@ def main() -> None:
     print("   target: checkpointed flat in T (T=200 within 1.5x of T=10)\n")
 
     if not args.no_trade_off:
-        print("3) checkpointed engine, memory and time by snapshots (fresh process per cell)")
+        print(f"3) checkpointed engine, memory and time by snapshots (median of {args.memory_repeats} fresh processes "
+              f"per cell)")
         for case in args.cases:
             for T in TRADE_OFF_T:
                 for snapshots in TRADE_OFF_SNAPSHOTS:
-                    cell = memory_cell(case, "checkpointed", T, snapshots, args.device)
+                    cell = memory_cell(case, "checkpointed", T, snapshots, args.device, args.memory_repeats)
                     report["trade_off"].append(cell)
                     print(f"   {case:8s} T={T:<4d} snapshots={snapshots:<3d} {cell['peak_extra_bytes'] / 2**20:8.1f} MiB"
                           f"  {1000 * cell['seconds'] / T:8.2f} ms per step")
