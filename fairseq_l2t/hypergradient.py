@@ -104,11 +104,6 @@ class HypergradResult:
     def is_finite(self) -> bool:
         return math.isfinite(self.dev_objective) and all_finite(self.teacher_grads)
 
-    def accumulate_into(self, teacher: Teacher) -> None:
-        """Add the hypergradient to teacher.parameters()' .grad (for a torch optimizer)."""
-        for p, g in zip(teacher.parameters(), self.teacher_grads):
-            p.grad = g.detach().clone() if p.grad is None else p.grad + g
-
 
 def hypergradient(unroll: Unroll, start: StudentSnapshot, engine: str = "stored", snapshots: int = 8) -> HypergradResult:
     """Run the unroll from `start` and return M(w_T) and dM/dtheta."""

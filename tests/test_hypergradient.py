@@ -136,7 +136,7 @@ def test_teacher_gradient_comes_only_from_the_dev_objective():
     blind.dev_objective = lambda logits, target: torch.zeros_like(target, dtype=logits.dtype) + 0 * logits.sum().detach()
     for engine in ("unrolled", "stored", "checkpointed"):
         assert flat(hypergradient(blind, start, engine).teacher_grads).abs().max() == 0
-    # the engines never write into .grad: only accumulate_into does
+    # the engines never write into .grad: only TeacherController.step does
     assert all(p.grad is None for p in unroll.teacher.parameters())
 
 
