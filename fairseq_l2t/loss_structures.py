@@ -205,7 +205,59 @@ class SmoothingStructure(_WellPosedStructure):
         return params["log_scale"].exp() * ((1 - eps) * eye + eps / c)
 
 
-WELL_POSED_KINDS = (SoftTargetStructure.kind, SmoothingStructure.kind)
+class LowRankSoftTargetStructure(_WellPosedStructure):
+    """The soft-target family at a vocabulary's size: O(C r) parameters, O(N C r) per batch, no C x C tensor.
+
+    W[:, y] = a_y ((1 - eps_y) e_y + eps_y softmax(U V[y])): where the smoothing
+    mass of target y goes is a softmax over the classes of U V[y] (U, V: C x r),
+    so the whole family is well-posed as SoftTargetStructure's (same proof).
+    At init eps = `smoothing`, U = 0 (the mass is spread uniformly: exactly
+    cross-entropy or label smoothing) and V is random, so that the gradient
+    with respect to U is not zero.
+    """
+
+    kind = "soft_target_lowrank"
+
+    def __init__(self, num_classes: int, smoothing: float = 0.0, rank: int = 8, seed: int = 0):
+        super().__init__(num_classes, smoothing)
+        if rank < 1:
+            raise ValueError(f"rank must be >= 1, got {rank}")
+        self.rank = rank
+        self.seed = seed
+
+    def init_params(self, dtype: torch.dtype = torch.float32) -> LossParams:
+        c = self.num_classes
+        generator = torch.Generator().manual_seed(self.seed)
+        v = torch.randn(c, self.rank, generator=generator, dtype=torch.float64) / math.sqrt(self.rank)
+        return {"eps": torch.full((c,), self.smoothing, dtype=dtype), "U": torch.zeros(c, self.rank, dtype=dtype),
+                "V": v.to(dtype), "log_scale": torch.zeros(c, dtype=dtype)}
+
+    def _spread_logits(self, params: LossParams, target: Tensor) -> Tensor:
+        """N x C: row n holds the logits of where target y_n's smoothing mass goes."""
+        return params["V"].index_select(0, target) @ params["U"].T
+
+    def score(self, lprobs: Tensor, target: Tensor, params: LossParams) -> Tensor:
+        eps = _smoothing_mass(params["eps"])[target]
+        smoothed = (lprobs * torch.softmax(self._spread_logits(params, target), dim=-1)).sum(-1)
+        hard = lprobs.gather(1, target.unsqueeze(1)).squeeze(1)
+        return params["log_scale"].exp()[target] * ((1 - eps) * hard + eps * smoothed)
+
+    def diagonal(self, params: LossParams, target: Tensor) -> Tensor:
+        eps = _smoothing_mass(params["eps"])[target]
+        own = torch.softmax(self._spread_logits(params, target), dim=-1).gather(1, target.unsqueeze(1)).squeeze(1)
+        return params["log_scale"].exp()[target] * (1 - eps + eps * own)
+
+    def dense(self, params: LossParams) -> Tensor:
+        eps = _smoothing_mass(params["eps"])
+        eye = torch.eye(self.num_classes, dtype=eps.dtype, device=eps.device)
+        spread = torch.softmax(params["U"] @ params["V"].T, dim=0)
+        return params["log_scale"].exp() * ((1 - eps) * eye + eps * spread)
+
+    def config(self) -> dict:
+        return {**super().config(), "rank": self.rank, "seed": self.seed}
+
+
+WELL_POSED_KINDS = (SoftTargetStructure.kind, SmoothingStructure.kind, LowRankSoftTargetStructure.kind)
 
 
 def build_structure(config: dict) -> LossStructure:
@@ -215,6 +267,8 @@ def build_structure(config: dict) -> LossStructure:
         return DenseStructure(config["num_classes"])
     if kind == DiagLowRankStructure.kind:
         return DiagLowRankStructure(config["num_classes"], config["rank"], config.get("seed", 0))
+    if kind == LowRankSoftTargetStructure.kind:
+        return LowRankSoftTargetStructure(config["num_classes"], config["smoothing"], config["rank"], config["seed"])
     for well_posed in (SoftTargetStructure, SmoothingStructure):
         if kind == well_posed.kind:
             return well_posed(config["num_classes"], config["smoothing"])

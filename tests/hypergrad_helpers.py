@@ -7,7 +7,8 @@ from torch import nn
 from fairseq_l2t.dev_objectives import get_dev_objective
 from fairseq_l2t.functional_student import FunctionalStudent, SGDConfig
 from fairseq_l2t.hypergradient import Unroll
-from fairseq_l2t.loss_structures import DenseStructure, DiagLowRankStructure, SmoothingStructure, SoftTargetStructure
+from fairseq_l2t.loss_structures import (DenseStructure, DiagLowRankStructure, LowRankSoftTargetStructure,
+                                         SmoothingStructure, SoftTargetStructure)
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import Teacher
 
@@ -29,6 +30,7 @@ STRUCTURES = {
     # the well-posed ones away from the clamp of eps at 0 and 1, where the loss has a kink
     "soft_target": lambda: SoftTargetStructure(NUM_CLASSES, 0.5),
     "smoothing": lambda: SmoothingStructure(NUM_CLASSES, 0.5),
+    "soft_target_lowrank": lambda: LowRankSoftTargetStructure(NUM_CLASSES, 0.5, rank=2),
 }
 
 

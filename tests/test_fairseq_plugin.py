@@ -102,6 +102,28 @@ def test_teacher_moves_only_through_the_dev_reward(data_bin, tmp_path):
     assert any(not torch.equal(taught["controller"]["teacher"]["state"][k], frozen_b[k]) for k in frozen_b)
 
 
+def test_a_well_posed_teacher_learns_and_even_adversarial_keeps_the_nmt_loss_non_negative(data_bin, tmp_path):
+    """soft_target_lowrank, starting exactly at label smoothing 0.1, runs with no floor and learns; the same
+    teacher with every parameter pushed to magnitude 30 (the loss scales' to magnitude 1: exp(30) would overflow,
+    a bound above, not below) still hands the student a loss >= 0 on real batches."""
+    well_posed = ["--criterion", "l2t_dynamic", "--teacher-structure", "soft_target_lowrank", "--teacher-smoothing",
+                  "0.1"]
+    train(data_bin, tmp_path / "ls", *well_posed, "--max-update", "2", "--teacher-update-interval", "1")
+    saved = tmp_path / "ls" / "checkpoint_last.pt"
+    assert teacher_state(saved)["controller"]["updates"] == 2
+    checkpoint = torch.load(saved, map_location="cpu", weights_only=True)
+    teacher = checkpoint["extra_state"]["L2TTranslationTask"]["controller"]["teacher"]["state"]
+    generator = torch.Generator().manual_seed(0)
+    for name, value in teacher.items():
+        magnitude = 1.0 if name.endswith("log_scale") else 30.0
+        teacher[name] = magnitude * torch.randn(value.shape, generator=generator, dtype=value.dtype)
+    torch.save(checkpoint, tmp_path / "adversarial.pt")
+    done = train(data_bin, tmp_path / "adversarial", *well_posed, "--max-update", "3", "--teacher-update-interval",
+                 "0", "--teacher-init", str(tmp_path / "adversarial.pt"))
+    losses = [float(x) for x in re.findall(r"\| loss (-?[\d.]+|nan|inf)", done.stdout + done.stderr)]
+    assert len(losses) >= 2 and min(losses) >= 0, losses
+
+
 @pytest.fixture(scope="module")
 def other_vocab_teacher(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("other")

@@ -165,7 +165,8 @@ def with_empty_subset(data_bin: Path, out: Path, subset: str) -> Path:
 
 @pytest.mark.parametrize("case", ["teacher_lr_zero", "lookahead_lr_nan", "lookahead_steps_zero",
                                   "reward_batches_negative", "max_non_finite_zero", "prob_floor_one",
-                                  "nan_teacher_init", "truncated_teacher_init", "empty_reward_subset"])
+                                  "nan_teacher_init", "truncated_teacher_init", "empty_reward_subset",
+                                  "well_posed_with_floor", "smoothing_of_a_bilinear_teacher"])
 def test_more_bad_input_gives_one_line_error_and_writes_nothing(data_bin, saved_run, tmp_path, case):
     extra, expected = {
         "teacher_lr_zero": (["--teacher-lr", "0"], "--teacher-lr must be a positive number"),
@@ -180,6 +181,10 @@ def test_more_bad_input_gives_one_line_error_and_writes_nothing(data_bin, saved_
         "truncated_teacher_init": (["--teacher-init", str(truncated(saved_run, tmp_path / "half.pt"))],
                                    "truncated or corrupt"),
         "empty_reward_subset": (["--reward-subset", "heldout"], "--reward-subset heldout has no sentences"),
+        "well_posed_with_floor": (["--teacher-structure", "smoothing", "--teacher-prob-floor", "1e-4"],
+                                  "--teacher-structure smoothing is bounded below by construction"),
+        "smoothing_of_a_bilinear_teacher": (["--teacher-smoothing", "0.1"],
+                                            "--teacher-smoothing 0.1 needs a well-posed --teacher-structure"),
     }[case]
     data = with_empty_subset(data_bin, tmp_path / "bin", "heldout") if case == "empty_reward_subset" else data_bin
     done = train(data, tmp_path / "ckpt", "--criterion", "l2t_dynamic", "--max-update", "2", *extra, check=False)

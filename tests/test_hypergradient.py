@@ -46,6 +46,7 @@ def finite_difference(unroll, start, eps=1e-6, replay=True):
     ("soft_target", False, "smooth_error", "gate", 2),
     ("soft_target", False, "cross_entropy", "attention", 1),
     ("smoothing", False, "expected_error", "attention", 1),
+    ("soft_target_lowrank", False, "cross_entropy", "gate", 1),
 ])
 def test_every_engine_matches_finite_differences_and_naive_unrolling(structure, squash, objective, form, seed):
     torch.manual_seed(0)  # the student's and the teacher's gate init do not depend on the order the cases run in

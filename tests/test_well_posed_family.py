@@ -4,11 +4,12 @@ import torch
 import torch.nn.functional as F
 
 from fairseq_l2t.loss_family import dynamic_loss
-from fairseq_l2t.loss_structures import SmoothingStructure, SoftTargetStructure, build_structure
+from fairseq_l2t.loss_structures import (LowRankSoftTargetStructure, SmoothingStructure, SoftTargetStructure,
+                                         build_structure)
 from fairseq_l2t.teacher import Teacher
 
 C = 6
-KINDS = [SoftTargetStructure, SmoothingStructure]
+KINDS = [SoftTargetStructure, SmoothingStructure, LowRankSoftTargetStructure]
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -31,10 +31,13 @@ one line, deferred to optimizer_step so that nothing poisoned is saved.
 
 Design decisions (documented, not from the paper): the lookahead uses plain
 SGD with --lookahead-lr whatever optimizer trains the student (differentiating
-through Adam is out of scope); W is diagonal + low rank over the target
-vocabulary; non-target log-probabilities are smoothly floored at
-log(--teacher-prob-floor), as in image_cls (without it the unsquashed loss is
-unbounded below: a 500-update Transformer run collapsed to repeating one word);
+through Adam is out of scope); the loss family is O(V r) over the target
+vocabulary: the bilinear W = diag + low rank (--teacher-structure lowrank,
+whose non-target log-probabilities are smoothly floored at
+log(--teacher-prob-floor): without it the unsquashed loss is unbounded below,
+and a 500-update Transformer run collapsed to repeating one word), or the
+well-posed soft_target_lowrank / smoothing, bounded below with no floor and
+starting exactly at label smoothing --teacher-smoothing;
 state progress is updates seen / --teacher-horizon (default --max-update, or
 100k when no --max-update is set).  Configuration mistakes raise
 L2TConfigError, printed by fairseq-train as one line.
@@ -57,7 +60,7 @@ from ..distributed import all_reduce_sum, check_identical, is_distributed, rank,
 from ..expected_bleu import expected_bleu_dev_objective
 from ..functional_student import FunctionalStudent, SGDConfig
 from ..hypergradient import Unroll, hypergradient
-from ..loss_structures import DiagLowRankStructure
+from ..loss_structures import WELL_POSED_KINDS, build_structure
 from ..non_finite import NonFiniteStop, all_finite
 from ..state_features import StudentState
 from ..teacher import Teacher
@@ -85,14 +88,24 @@ class L2TTranslationConfig(TranslationConfig):
         default="adam", metadata={"help": "the teacher's own optimizer"})
     teacher_max_grad_norm: float = field(
         default=1.0, metadata={"help": "clip the teacher's hypergradient norm (0: no clipping)"})
-    teacher_rank: int = field(default=8, metadata={"help": "rank r of W = diag(d) + U V^T over the vocabulary"})
+    teacher_structure: ChoiceEnum(["lowrank", "soft_target_lowrank", "smoothing"]) = field(
+        default="lowrank", metadata={"help": "the teacher's loss family: lowrank (bilinear W = diag(d) + U V^T, with "
+                                             "the probability floor), or a well-posed one, bounded below and "
+                                             "minimised at a proper distribution with no floor: soft_target_lowrank "
+                                             "(per-type smoothing mass, scale and a rank-r spread of the mass) or "
+                                             "smoothing (one epsilon and one scale)"})
+    teacher_smoothing: float = field(
+        default=0.0, metadata={"help": "a well-posed teacher starts exactly at label smoothing with this epsilon "
+                                       "(0: cross-entropy)"})
+    teacher_rank: int = field(default=8, metadata={"help": "rank r of the low-rank structures over the vocabulary"})
     teacher_gates: int = field(default=2, metadata={"help": "state-dependent gates of the teacher"})
     teacher_squash: bool = field(
         default=False, metadata={"help": "use the paper's -sigmoid(z) loss instead of -z (CE at init)"})
-    teacher_prob_floor: float = field(
-        default=1e-4, metadata={"help": "smooth floor on the non-target probabilities in the teacher's loss (0: none); "
-                                        "without it a negative weight makes the loss unbounded below and the "
-                                        "student collapses"})
+    teacher_prob_floor: Optional[float] = field(
+        default=None, metadata={"help": "smooth floor on the non-target probabilities in the lowrank teacher's loss "
+                                        "(0: none; default 1e-4, and none for the well-posed structures, which need "
+                                        "none); without it a negative weight makes the bilinear loss unbounded below "
+                                        "and the student collapses"})
     teacher_init: Optional[str] = field(
         default=None, metadata={"help": "start from the teacher saved in this l2t_translation checkpoint"})
     teacher_horizon: int = field(
@@ -126,8 +139,15 @@ class L2TTranslationTask(TranslationTask):
         for name in ("lookahead_lr", "teacher_lr"):
             if not (getattr(cfg, name) > 0 and math.isfinite(getattr(cfg, name))):
                 raise L2TConfigError(f"--{name.replace('_', '-')} must be a positive number, got {getattr(cfg, name)}")
-        if not 0 <= cfg.teacher_prob_floor < 1:
+        well_posed = cfg.teacher_structure in WELL_POSED_KINDS
+        if cfg.teacher_prob_floor is not None and not 0 <= cfg.teacher_prob_floor < 1:
             raise L2TConfigError(f"--teacher-prob-floor must be in [0, 1), got {cfg.teacher_prob_floor}")
+        if well_posed and (cfg.teacher_squash or cfg.teacher_prob_floor):
+            raise L2TConfigError(f"--teacher-structure {cfg.teacher_structure} is bounded below by construction; drop "
+                                 f"--teacher-squash and --teacher-prob-floor")
+        if not 0 <= cfg.teacher_smoothing < 1 or (cfg.teacher_smoothing and not well_posed):
+            raise L2TConfigError(f"--teacher-smoothing {cfg.teacher_smoothing} needs a well-posed --teacher-structure "
+                                 f"({', '.join(WELL_POSED_KINDS)}) and a value in [0, 1)")
         if cfg.teacher_horizon < 0:
             raise L2TConfigError(f"--teacher-horizon must be >= 0, got {cfg.teacher_horizon}")
         if cfg.teacher_update_interval < 0:
@@ -138,10 +158,11 @@ class L2TTranslationTask(TranslationTask):
         horizon = cfg.teacher_horizon or (cfg.max_update if cfg.max_update and cfg.max_update > 0 else DEFAULT_HORIZON)
         self.student_state = StudentState(len(tgt_dict), total_steps=horizon, ignore_index=tgt_dict.pad(),
                                           sync=all_reduce_sum if is_distributed() else None)
-        self.teacher = Teacher(DiagLowRankStructure(len(tgt_dict), cfg.teacher_rank, seed=cfg.seed),
-                               self.student_state.num_features, cfg.teacher_gates, cfg.teacher_squash,
-                               self.student_state.feature_names,
-                               math.log(cfg.teacher_prob_floor) if cfg.teacher_prob_floor > 0 else None)
+        floor = cfg.teacher_prob_floor if cfg.teacher_prob_floor is not None else 0.0 if well_posed else 1e-4
+        structure = build_structure({"kind": cfg.teacher_structure, "num_classes": len(tgt_dict),
+                                     "rank": cfg.teacher_rank, "seed": cfg.seed, "smoothing": cfg.teacher_smoothing})
+        self.teacher = Teacher(structure, self.student_state.num_features, cfg.teacher_gates, cfg.teacher_squash,
+                               self.student_state.feature_names, math.log(floor) if floor > 0 else None)
         if cfg.teacher_init:
             self._load_teacher(cfg.teacher_init)
         self.controller = TeacherController(self.teacher, cfg.teacher_lr, cfg.teacher_optimizer,
@@ -383,4 +404,5 @@ class L2TTranslationTask(TranslationTask):
                                  f"{mine[key]}; match --teacher-gates/--teacher-squash to that run")
         if config["structure"] != mine["structure"]:
             raise L2TConfigError(f"the teacher in {source} uses loss structure {config['structure']} but this run asks "
-                             f"for {mine['structure']}; match --teacher-rank and --seed to that run")
+                             f"for {mine['structure']}; match --teacher-structure, --teacher-smoothing, "
+                             f"--teacher-rank and --seed to that run")
