@@ -24,7 +24,6 @@ from fairseq_l2t.dev_objectives import DevObjective
 from fairseq_l2t.functional_student import SGDConfig
 from fairseq_l2t.online import lookahead_hypergradient
 from fairseq_l2t.state_features import StudentState
-from fairseq_l2t.teacher_controller import TeacherController
 
 from .data import BatchSource
 from .distributed import average_gradients, check_teacher, max_over_ranks, sync_teacher_grads, unroll_syncs
