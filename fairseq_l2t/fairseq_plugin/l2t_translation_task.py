@@ -211,7 +211,7 @@ class L2TTranslationTask(TranslationTask):
         self._push_loss_params(criterion, model)
         loss, sample_size, logging_output = super().train_step(sample, model, criterion, optimizer, update_num,
                                                                ignore_grad)
-        if not ignore_grad:  # a dummy batch (ignore_grad) is no part of the update
+        if not ignore_grad and isinstance(criterion, L2TDynamicCriterion):  # a dummy batch is no part of the update
             self._update_sums += torch.tensor([float(logging_output[k]) for k in STATE_SUM_KEYS], dtype=torch.float64)
         return loss, sample_size, logging_output
 
