@@ -39,6 +39,11 @@ def teacher_payload(teacher: Teacher) -> dict:
     return {"config": teacher.config(), "state": teacher.state_dict()}
 
 
+def mean_hypergradient(results: Sequence[HypergradResult]) -> list[Tensor]:
+    """dM/dtheta averaged over a cohort of students (one result each)."""
+    return [sum(gs) / len(results) for gs in zip(*(r.teacher_grads for r in results))]
+
+
 class TeacherController:
     """A teacher, its optimizer and the non-finite policy (see the module docstring)."""
 
@@ -80,7 +85,7 @@ class TeacherController:
         """One update from the mean hypergradient of `results`; False (and counted) when skipped or undone."""
         finite = all(r.is_finite() for r in results)
         if finite:
-            grads = [sum(gs) / len(results) for gs in zip(*(r.teacher_grads for r in results))]
+            grads = mean_hypergradient(results)
             saved = ({k: v.clone() for k, v in self.teacher.state_dict().items()},
                      copy.deepcopy(self.optimizer.state_dict()))
             self.optimizer.zero_grad(set_to_none=True)

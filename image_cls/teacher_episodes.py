@@ -34,7 +34,7 @@ from fairseq_l2t.hypergradient import HypergradResult, Unroll, hypergradient
 from fairseq_l2t.non_finite import DEFAULT_LIMIT, all_finite
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import Teacher
-from fairseq_l2t.teacher_controller import TeacherController
+from fairseq_l2t.teacher_controller import TeacherController, mean_hypergradient
 
 from .checkpoints import rng_state, set_rng_state
 from .data import BatchSource, BatchStream, ImageSplits
@@ -116,8 +116,7 @@ def train_teacher(
             where = f"round {round_index}, episode {episode}"
             results = [_episode_hypergradient(live, teacher, config, offset, dev_batches, objective, where)
                        for live in cohort]
-            grad_norm = float(torch.cat([sum(gs).reshape(-1) / len(results)
-                                         for gs in zip(*(r.teacher_grads for r in results))]).norm())
+            grad_norm = float(torch.cat([g.reshape(-1) for g in mean_hypergradient(results)]).norm())
             finite = controller.step(results, where)
             controller.raise_if_exhausted()
             check_teacher(teacher, where)
