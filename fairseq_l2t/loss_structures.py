@@ -127,20 +127,38 @@ def _smoothing_mass(raw: Tensor) -> Tensor:
 
 
 class _WellPosedStructure:
-    """What the well-posed structures share: the class count, the base loss's epsilon, the config."""
+    """What the well-posed structures share: the class count, the base loss's epsilon, the loss scale, the config.
+
+    With `fixed_scale` there is no log_scale parameter and a = 1: the teacher
+    shapes the targets but cannot scale the loss, which is an effective
+    learning-rate factor that short episodes learn to turn down (a greedy
+    lookahead prefers less gradient noise now to progress later).
+    """
 
     kind = ""
 
-    def __init__(self, num_classes: int, smoothing: float = 0.0):
+    def __init__(self, num_classes: int, smoothing: float = 0.0, fixed_scale: bool = False):
         if num_classes < 2:
             raise ValueError(f"need at least 2 classes, got {num_classes}")
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"the base smoothing epsilon must be in [0, 1), got {smoothing}")
         self.num_classes = num_classes
         self.smoothing = smoothing
+        self.fixed_scale = fixed_scale
+
+    def _scale_params(self, shape: tuple[int, ...], dtype: torch.dtype) -> LossParams:
+        return {} if self.fixed_scale else {"log_scale": torch.zeros(shape, dtype=dtype)}
+
+    def _scale(self, params: LossParams, target: Tensor | None = None) -> Tensor | float:
+        """a (per class, or a_y of each target when given); 1 with a fixed scale."""
+        if self.fixed_scale:
+            return 1.0
+        scale = params["log_scale"].exp()
+        return scale if target is None else scale[target]
 
     def config(self) -> dict:
-        return {"kind": self.kind, "num_classes": self.num_classes, "smoothing": self.smoothing}
+        return {"kind": self.kind, "num_classes": self.num_classes, "smoothing": self.smoothing,
+                "fixed_scale": self.fixed_scale}
 
 
 class SoftTargetStructure(_WellPosedStructure):
@@ -158,14 +176,14 @@ class SoftTargetStructure(_WellPosedStructure):
     def init_params(self, dtype: torch.dtype = torch.float32) -> LossParams:
         c = self.num_classes
         return {"eps": torch.full((c,), self.smoothing, dtype=dtype), "B": torch.zeros(c, c, dtype=dtype),
-                "log_scale": torch.zeros(c, dtype=dtype)}
+                **self._scale_params((c,), dtype)}
 
     def score(self, lprobs: Tensor, target: Tensor, params: LossParams) -> Tensor:
         eps = _smoothing_mass(params["eps"])[target]
         spread = torch.softmax(params["B"], dim=0).index_select(1, target)  # C x N, the smoothing target of y_n
         smoothed = torch.einsum("nc,cn->n", lprobs, spread)
         hard = lprobs.gather(1, target.unsqueeze(1)).squeeze(1)
-        return params["log_scale"].exp()[target] * ((1 - eps) * hard + eps * smoothed)
+        return self._scale(params, target) * ((1 - eps) * hard + eps * smoothed)
 
     def diagonal(self, params: LossParams, target: Tensor) -> Tensor:
         return self.dense(params).diagonal()[target]
@@ -173,7 +191,7 @@ class SoftTargetStructure(_WellPosedStructure):
     def dense(self, params: LossParams) -> Tensor:
         eps = _smoothing_mass(params["eps"])
         eye = torch.eye(self.num_classes, dtype=eps.dtype, device=eps.device)
-        return params["log_scale"].exp() * ((1 - eps) * eye + eps * torch.softmax(params["B"], dim=0))
+        return self._scale(params) * ((1 - eps) * eye + eps * torch.softmax(params["B"], dim=0))
 
 
 class SmoothingStructure(_WellPosedStructure):
@@ -187,22 +205,22 @@ class SmoothingStructure(_WellPosedStructure):
     kind = "smoothing"
 
     def init_params(self, dtype: torch.dtype = torch.float32) -> LossParams:
-        return {"eps": torch.full((1,), self.smoothing, dtype=dtype), "log_scale": torch.zeros(1, dtype=dtype)}
+        return {"eps": torch.full((1,), self.smoothing, dtype=dtype), **self._scale_params((1,), dtype)}
 
     def score(self, lprobs: Tensor, target: Tensor, params: LossParams) -> Tensor:
         eps = _smoothing_mass(params["eps"])
         hard = lprobs.gather(1, target.unsqueeze(1)).squeeze(1)
-        return params["log_scale"].exp() * ((1 - eps) * hard + eps * lprobs.mean(-1))
+        return self._scale(params) * ((1 - eps) * hard + eps * lprobs.mean(-1))
 
     def diagonal(self, params: LossParams, target: Tensor) -> Tensor:
         eps = _smoothing_mass(params["eps"])
-        return (params["log_scale"].exp() * (1 - eps + eps / self.num_classes)).expand(target.shape)
+        return (self._scale(params) * (1 - eps + eps / self.num_classes)).expand(target.shape)
 
     def dense(self, params: LossParams) -> Tensor:
         eps = _smoothing_mass(params["eps"])
         c = self.num_classes
         eye = torch.eye(c, dtype=eps.dtype, device=eps.device)
-        return params["log_scale"].exp() * ((1 - eps) * eye + eps / c)
+        return self._scale(params) * ((1 - eps) * eye + eps / c)
 
 
 class LowRankSoftTargetStructure(_WellPosedStructure):
@@ -218,8 +236,9 @@ class LowRankSoftTargetStructure(_WellPosedStructure):
 
     kind = "soft_target_lowrank"
 
-    def __init__(self, num_classes: int, smoothing: float = 0.0, rank: int = 8, seed: int = 0):
-        super().__init__(num_classes, smoothing)
+    def __init__(self, num_classes: int, smoothing: float = 0.0, rank: int = 8, seed: int = 0,
+                 fixed_scale: bool = False):
+        super().__init__(num_classes, smoothing, fixed_scale)
         if rank < 1:
             raise ValueError(f"rank must be >= 1, got {rank}")
         self.rank = rank
@@ -230,7 +249,7 @@ class LowRankSoftTargetStructure(_WellPosedStructure):
         generator = torch.Generator().manual_seed(self.seed)
         v = torch.randn(c, self.rank, generator=generator, dtype=torch.float64) / math.sqrt(self.rank)
         return {"eps": torch.full((c,), self.smoothing, dtype=dtype), "U": torch.zeros(c, self.rank, dtype=dtype),
-                "V": v.to(dtype), "log_scale": torch.zeros(c, dtype=dtype)}
+                "V": v.to(dtype), **self._scale_params((c,), dtype)}
 
     def _spread_logits(self, params: LossParams, target: Tensor) -> Tensor:
         """N x C: row n holds the logits of where target y_n's smoothing mass goes."""
@@ -240,18 +259,18 @@ class LowRankSoftTargetStructure(_WellPosedStructure):
         eps = _smoothing_mass(params["eps"])[target]
         smoothed = (lprobs * torch.softmax(self._spread_logits(params, target), dim=-1)).sum(-1)
         hard = lprobs.gather(1, target.unsqueeze(1)).squeeze(1)
-        return params["log_scale"].exp()[target] * ((1 - eps) * hard + eps * smoothed)
+        return self._scale(params, target) * ((1 - eps) * hard + eps * smoothed)
 
     def diagonal(self, params: LossParams, target: Tensor) -> Tensor:
         eps = _smoothing_mass(params["eps"])[target]
         own = torch.softmax(self._spread_logits(params, target), dim=-1).gather(1, target.unsqueeze(1)).squeeze(1)
-        return params["log_scale"].exp()[target] * (1 - eps + eps * own)
+        return self._scale(params, target) * (1 - eps + eps * own)
 
     def dense(self, params: LossParams) -> Tensor:
         eps = _smoothing_mass(params["eps"])
         eye = torch.eye(self.num_classes, dtype=eps.dtype, device=eps.device)
         spread = torch.softmax(params["U"] @ params["V"].T, dim=0)
-        return params["log_scale"].exp() * ((1 - eps) * eye + eps * spread)
+        return self._scale(params) * ((1 - eps) * eye + eps * spread)
 
     def config(self) -> dict:
         return {**super().config(), "rank": self.rank, "seed": self.seed}
@@ -268,8 +287,9 @@ def build_structure(config: dict) -> LossStructure:
     if kind == DiagLowRankStructure.kind:
         return DiagLowRankStructure(config["num_classes"], config["rank"], config.get("seed", 0))
     if kind == LowRankSoftTargetStructure.kind:
-        return LowRankSoftTargetStructure(config["num_classes"], config["smoothing"], config["rank"], config["seed"])
+        return LowRankSoftTargetStructure(config["num_classes"], config["smoothing"], config["rank"], config["seed"],
+                                          config.get("fixed_scale", False))
     for well_posed in (SoftTargetStructure, SmoothingStructure):
         if kind == well_posed.kind:
-            return well_posed(config["num_classes"], config["smoothing"])
+            return well_posed(config["num_classes"], config["smoothing"], config.get("fixed_scale", False))
     raise ValueError(f"unknown loss structure {kind!r}; expected one of dense, lowrank, {', '.join(WELL_POSED_KINDS)}")

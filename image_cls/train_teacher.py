@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--rank", type=positive_int, default=8, help="rank r of the lowrank structure")
     group.add_argument("--teacher-base", type=teacher_base, default=0.0, metavar="ce|label_smoothing=EPS",
                        help="the loss the teacher starts at exactly (well-posed structures only; default: ce)")
+    group.add_argument("--fixed-loss-scale", action="store_true",
+                       help="well-posed structures: no loss scale (a = 1), so the teacher shapes the targets but "
+                            "cannot act as a learning-rate factor")
     group.add_argument("--squash", action="store_true",
                        help="use the paper's -sigmoid(z) loss network instead of -z (which is CE at init)")
     group.add_argument("--prob-floor", type=non_negative_float, default=None,
@@ -115,6 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
     well_posed = args.structure in WELL_POSED_KINDS
     if args.teacher_base and not well_posed:
         fail(f"--teacher-base label_smoothing needs a well-posed --structure ({', '.join(WELL_POSED_KINDS)})")
+    if args.fixed_loss_scale and not well_posed:
+        fail(f"--fixed-loss-scale needs a well-posed --structure ({', '.join(WELL_POSED_KINDS)})")
     if well_posed and (args.squash or args.prob_floor):
         fail(f"--structure {args.structure} is bounded below by construction; drop --squash and --prob-floor")
     prob_floor = args.prob_floor if args.prob_floor is not None else 0.0 if well_posed else 1e-4
@@ -152,7 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
     seed_everything(args.seed)
     features = StudentState(splits.num_classes, 1, per_class=args.per_class_features).feature_names
     structure = build_structure({"kind": args.structure, "num_classes": splits.num_classes, "rank": args.rank,
-                                 "seed": args.seed, "smoothing": args.teacher_base})
+                                 "seed": args.seed, "smoothing": args.teacher_base,
+                                 "fixed_scale": args.fixed_loss_scale})
     floor = math.log(prob_floor) if prob_floor > 0 else None
     teacher = Teacher(structure, len(features), args.gates, args.squash, features, floor,
                       args.teacher_form).to(device)

@@ -114,3 +114,20 @@ def test_attention_weights_mix_the_loss_sets_convexly():
     assert teacher(features)["eps"].item() == pytest.approx(expected.item())
     with pytest.raises(ValueError, match="teacher form"):
         Teacher(SmoothingStructure(C), 4, form="mlp")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_fixed_scale_leaves_the_teacher_no_loss_scale(kind):
+    """fixed_scale: no log_scale parameter, every column of W sums to 1, and the base is still exact."""
+    structure = kind(C, 0.1, fixed_scale=True)
+    params = structure.init_params(torch.float64)
+    assert "log_scale" not in params
+    logits = torch.randn(9, C, dtype=torch.float64)
+    target = torch.randint(0, C, (9,))
+    loss = dynamic_loss(F.log_softmax(logits, -1), target, structure, params, squash=False)
+    torch.testing.assert_close(loss, F.cross_entropy(logits, target, label_smoothing=0.1), rtol=1e-12, atol=1e-12)
+    generator = torch.Generator().manual_seed(3)
+    moved = {k: v + torch.randn(v.shape, generator=generator, dtype=torch.float64) for k, v in params.items()}
+    torch.testing.assert_close(structure.dense(moved).sum(0), torch.ones(C, dtype=torch.float64))
+    rebuilt = build_structure(structure.config())
+    assert rebuilt.fixed_scale and "log_scale" not in rebuilt.init_params()
