@@ -34,6 +34,13 @@ VARIANTS = {  # name: (what changes, ComparisonConfig overrides)
                   {"extra_teacher_args": ["--students", "2"]}),
     "horizon500": ("500-step episodes (checkpointed engine, 8 snapshots) instead of 50-step ones",
                    {"episode_steps": 500, "extra_teacher_args": ["--engine", "checkpointed"]}),
+    "calibrated": ("reward: dev cross-entropy at the temperature that minimises it (blind to confidence)",
+                   {"dev_objective": "calibrated_cross_entropy"}),
+    "fixed-scale": ("no loss scale: the teacher shapes the targets only (--fixed-loss-scale)",
+                    {"extra_teacher_args": ["--fixed-loss-scale"]}),
+    "calibrated-fixed-scale": ("both: calibrated reward and no loss scale",
+                               {"dev_objective": "calibrated_cross_entropy",
+                                "extra_teacher_args": ["--fixed-loss-scale"]}),
     "bilinear": ("the paper's bilinear family (dense W, probability floor 1e-4), base cross-entropy",
                  {"structure": "dense", "teacher_base": "ce"}),
 }

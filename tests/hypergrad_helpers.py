@@ -31,6 +31,7 @@ STRUCTURES = {
     "soft_target": lambda: SoftTargetStructure(NUM_CLASSES, 0.5),
     "smoothing": lambda: SmoothingStructure(NUM_CLASSES, 0.5),
     "soft_target_lowrank": lambda: LowRankSoftTargetStructure(NUM_CLASSES, 0.5, rank=2),
+    "soft_target_fixed_scale": lambda: SoftTargetStructure(NUM_CLASSES, 0.5, fixed_scale=True),
 }
 
 
@@ -45,12 +46,21 @@ def perturbed_teacher(structure: str = "dense", squash: bool = False, seed: int 
 
 
 def make_unroll(module: nn.Module, teacher: Teacher, steps: int = 6, objective: str = "cross_entropy",
-                rng_seed: int | None = None, momentum: float = 0.9, weight_decay: float = 0.01) -> Unroll:
+                rng_seed: int | None = None, momentum: float = 0.9, weight_decay: float = 0.01,
+                learnable: bool = False) -> Unroll:
+    """Random labels, or with `learnable` labels from a fixed linear rule that the student can pick up."""
     generator = torch.Generator().manual_seed(123)
+    rule = torch.randn(NUM_INPUTS, NUM_CLASSES, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+
+    def labels(x: torch.Tensor) -> torch.Tensor:
+        return (x @ rule).argmax(-1) if learnable else torch.randint(0, NUM_CLASSES, x.shape[:-1], generator=generator)
+
     xs = torch.randn(steps, 8, NUM_INPUTS, generator=generator, dtype=torch.float64)
-    ys = torch.randint(0, NUM_CLASSES, (steps, 8), generator=generator)
-    dev = [(torch.randn(10, NUM_INPUTS, generator=generator, dtype=torch.float64),
-            torch.randint(0, NUM_CLASSES, (10,), generator=generator)) for _ in range(2)]
+    ys = labels(xs)
+    dev = []
+    for _ in range(2):
+        x = torch.randn(10, NUM_INPUTS, generator=generator, dtype=torch.float64)
+        dev.append((x, labels(x)))
     return Unroll(
         student=FunctionalStudent(module), teacher=teacher,
         sgd=SGDConfig(lr=0.3, momentum=momentum, weight_decay=weight_decay), steps=steps,
