@@ -41,6 +41,14 @@ VARIANTS = {  # name: (what changes, ComparisonConfig overrides)
     "calibrated-fixed-scale": ("both: calibrated reward and no loss scale",
                                {"dev_objective": "calibrated_cross_entropy",
                                 "extra_teacher_args": ["--fixed-loss-scale"]}),
+    "whole-horizon": ("one episode spans the whole 6,000-step student training (checkpointed engine, 128 "
+                      "snapshots), 8 rounds (8 teacher updates) at teacher lr 3e-2",
+                      {"episode_steps": 6000, "teacher_rounds": 8, "teacher_lr": 3e-2,
+                       "extra_teacher_args": ["--engine", "checkpointed", "--snapshots", "128"]}),
+    "whole-horizon-calibrated": ("whole-horizon, rewarded with the calibrated dev cross-entropy",
+                                 {"episode_steps": 6000, "teacher_rounds": 8, "teacher_lr": 3e-2,
+                                  "dev_objective": "calibrated_cross_entropy",
+                                  "extra_teacher_args": ["--engine", "checkpointed", "--snapshots", "128"]}),
     "bilinear": ("the paper's bilinear family (dense W, probability floor 1e-4), base cross-entropy",
                  {"structure": "dense", "teacher_base": "ce"}),
 }
