@@ -127,20 +127,27 @@ def dataset_spec(text: str) -> str:
     return text
 
 
-def stratified_split_indices(labels: Tensor, per_class: Sequence[int], seed: int) -> list[Tensor]:
-    """Disjoint sorted index sets taking per_class[i] random examples of every class for split i."""
+def per_class_parts(labels: Tensor, sizes: Callable[[int], Sequence[int]], seed: int) -> list[Tensor]:
+    """Disjoint sorted index sets: every class shuffled (seeded) and cut into consecutive parts of
+    `sizes(class size)` examples, so the parts can be fixed counts or follow the class size."""
     generator = torch.Generator().manual_seed(seed)
-    parts: list[list[Tensor]] = [[] for _ in per_class]
+    parts: list[list[Tensor]] = []
     for label in labels.unique(sorted=True).tolist():
         members = (labels == label).nonzero().squeeze(1)
-        if len(members) < sum(per_class):
-            raise ValueError(f"class {label} has {len(members)} examples, fewer than the {sum(per_class)} the split needs")
+        counts = sizes(len(members))
+        if sum(counts) > len(members):
+            raise ValueError(f"class {label} has {len(members)} examples, fewer than the {sum(counts)} the split needs")
+        parts = parts or [[] for _ in counts]
         shuffled = members[torch.randperm(len(members), generator=generator)]
         start = 0
-        for part, count in zip(parts, per_class):
+        for part, count in zip(parts, counts):
             part.append(shuffled[start:start + count])
             start += count
     return [torch.cat(part).sort().values for part in parts]
+
+
+def subset(data: ImageSet, indices: Tensor) -> ImageSet:
+    return ImageSet(data.images[indices], data.labels[indices])
 
 
 def dev_halves(dev: ImageSet, seed: int) -> tuple[ImageSet, ImageSet]:
@@ -150,35 +157,17 @@ def dev_halves(dev: ImageSet, seed: int) -> tuple[ImageSet, ImageSet]:
     teacher which only fits the images it is rewarded on is caught.  An odd
     class count gives the extra example to the reward half.
     """
-    halves = split_per_class(dev, lambda count: (count + 1) // 2, seed * 2 + 1)
-    if any(len(half) == 0 for half in halves):
+    reward, selection = (subset(dev, p) for p in
+                         per_class_parts(dev.labels, lambda count: ((count + 1) // 2, count // 2), seed * 2 + 1))
+    if len(reward) == 0 or len(selection) == 0:
         raise ValueError(f"a dev split of {len(dev)} examples is too small to halve")
-    return halves
-
-
-def split_per_class(data: ImageSet, first: Callable[[int], int], seed: int) -> tuple[ImageSet, ImageSet]:
-    """Each class shuffled (seeded) and cut in two: `first(class size)` examples, then the rest.
-
-    Unlike stratified_split_indices the share may follow the class size, so
-    unbalanced data keeps its class proportions in both parts.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    firsts, rests = [], []
-    for label in data.labels.unique(sorted=True).tolist():
-        members = (data.labels == label).nonzero().squeeze(1)
-        shuffled = members[torch.randperm(len(members), generator=generator)]
-        count = first(len(members))
-        firsts.append(shuffled[:count])
-        rests.append(shuffled[count:])
-    parts = [torch.cat(p).sort().values for p in (firsts, rests)]
-    return tuple(ImageSet(data.images[p], data.labels[p]) for p in parts)
+    return reward, selection
 
 
 def _mnist5k_splits(seed: int) -> tuple[ImageSet, ImageSet, ImageSet]:
     images, labels = _mnist5k_arrays()
-    train, dev, test = (
-        ImageSet(images[idx], labels[idx]) for idx in stratified_split_indices(labels, _MNIST5K_PER_CLASS, seed)
-    )
+    train, dev, test = (subset(ImageSet(images, labels), idx)
+                        for idx in per_class_parts(labels, lambda count: _MNIST5K_PER_CLASS, seed))
     return train, dev, test
 
 

@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .data import DatasetUnavailable, ImageSet, split_per_class
+from .data import DatasetUnavailable, ImageSet, per_class_parts, subset
 
 _SPLITS = ("train", "dev", "test")
 _NPZ_ARRAYS = tuple(f"{axis}_{split}" for split in _SPLITS for axis in "xy")
@@ -63,7 +63,11 @@ def user_splits(spec: str, seed: int) -> tuple[ImageSet, ImageSet, ImageSet, int
 
 def _carve(spec: str, data: ImageSet, split: str, seed: int) -> tuple[ImageSet, ImageSet]:
     """(a seeded tenth of every class, at least one image where the class has two; the rest)."""
-    carved, rest = split_per_class(data, lambda count: min(count - 1, max(1, count // 10)), seed)
+    def tenth_and_rest(count: int) -> tuple[int, int]:
+        carved = min(count - 1, max(1, count // 10))
+        return carved, count - carved
+
+    carved, rest = (subset(data, p) for p in per_class_parts(data.labels, tenth_and_rest, seed))
     if len(carved) == 0:
         raise DatasetUnavailable(f"dataset {spec}: too few training images to carve a {split} split (no class has "
                                  f"2 images); fix: add images or a {split} split")

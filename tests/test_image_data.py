@@ -12,7 +12,7 @@ from image_cls.data import (
     eval_batches,
     load_splits,
     pad_crop_flip,
-    stratified_split_indices,
+    per_class_parts,
 )
 
 
@@ -54,12 +54,12 @@ def test_mnist5k_splits_are_disjoint(mnist5k):
 
 def test_stratified_indices_are_disjoint_and_balanced():
     labels = torch.arange(50) % 5
-    parts = stratified_split_indices(labels, (6, 2, 2), seed=3)
+    parts = per_class_parts(labels, lambda count: (6, 2, 2), seed=3)
     joined = torch.cat(parts)
     assert len(joined) == 50 and len(joined.unique()) == 50
     assert [torch.bincount(labels[p]).tolist() for p in parts] == [[6] * 5, [2] * 5, [2] * 5]
     with pytest.raises(ValueError, match="fewer"):
-        stratified_split_indices(labels, (8, 2, 2), seed=3)
+        per_class_parts(labels, lambda count: (8, 2, 2), seed=3)
 
 
 def test_mnist5k_split_depends_only_on_the_seed(mnist5k):
