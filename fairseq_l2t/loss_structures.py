@@ -277,6 +277,19 @@ class LowRankSoftTargetStructure(_WellPosedStructure):
 
 
 WELL_POSED_KINDS = (SoftTargetStructure.kind, SmoothingStructure.kind, LowRankSoftTargetStructure.kind)
+BILINEAR_PROB_FLOOR = 1e-4
+
+
+def resolve_prob_floor(kind: str, squash: bool, prob_floor: float | None,
+                       options: tuple[str, str, str] = ("--structure", "--squash", "--prob-floor")) -> float:
+    """The probability floor a structure runs with: the one given, else 1e-4 for the bilinear structures
+    (unbounded below without it) and 0 for the well-posed ones, which refuse a floor and the squash
+    (ValueError, naming the caller's `options` for the structure, the squash and the floor)."""
+    if kind in WELL_POSED_KINDS:
+        if squash or prob_floor:
+            raise ValueError(f"{options[0]} {kind} is bounded below by construction; drop {options[1]} and {options[2]}")
+        return 0.0
+    return BILINEAR_PROB_FLOOR if prob_floor is None else prob_floor
 
 
 def build_structure(config: dict) -> LossStructure:

@@ -20,7 +20,7 @@ from pathlib import Path
 from fairseq_l2t.dev_objectives import DEV_OBJECTIVES
 from fairseq_l2t.distributed import world_size
 from fairseq_l2t.hypergradient import ENGINES
-from fairseq_l2t.loss_structures import WELL_POSED_KINDS, build_structure
+from fairseq_l2t.loss_structures import WELL_POSED_KINDS, build_structure, resolve_prob_floor
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import TEACHER_FORMS, Teacher
 
@@ -120,9 +120,10 @@ def main(argv: list[str] | None = None) -> dict:
         fail(f"--teacher-base label_smoothing needs a well-posed --structure ({', '.join(WELL_POSED_KINDS)})")
     if args.fixed_loss_scale and not well_posed:
         fail(f"--fixed-loss-scale needs a well-posed --structure ({', '.join(WELL_POSED_KINDS)})")
-    if well_posed and (args.squash or args.prob_floor):
-        fail(f"--structure {args.structure} is bounded below by construction; drop --squash and --prob-floor")
-    prob_floor = args.prob_floor if args.prob_floor is not None else 0.0 if well_posed else 1e-4
+    try:
+        prob_floor = resolve_prob_floor(args.structure, args.squash, args.prob_floor)
+    except ValueError as err:
+        fail(str(err))
     try:  # the config validates itself; checked before any data is loaded
         config = TeacherTrainingConfig(
             model=args.model, sgd=sgd_config(args), batch_size=args.batch_size, rounds=args.rounds,

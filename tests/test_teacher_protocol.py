@@ -101,7 +101,7 @@ def test_well_posed_teacher_clis_and_their_bad_input(tmp_path, capsys):
                                  "--structure", "soft_target", "--teacher-base", "label_smoothing=0.2",
                                  "--teacher-form", "attention", "--reward-dev", "half", "--out", str(teacher_dir)])
     saved = torch.load(teacher_dir / "teacher.pt", weights_only=True)["teacher"]["config"]
-    assert saved["structure"] == {"kind": "soft_target", "num_classes": 10, "smoothing": 0.2}
+    assert saved["structure"] == {"kind": "soft_target", "num_classes": 10, "smoothing": 0.2, "fixed_scale": False}
     assert saved["form"] == "attention" and saved["log_prob_floor"] is None
     summary = train_student.main(common + ["--loss", "teacher", "--teacher", str(teacher_dir / "teacher.pt"),
                                            "--steps", "20", "--eval-every", "10", "--out", str(tmp_path / "taught")])
@@ -111,6 +111,7 @@ def test_well_posed_teacher_clis_and_their_bad_input(tmp_path, capsys):
     assert trace[0]["W_base"].diagonal()[0].item() == pytest.approx(0.8 + 0.2 / 10)
     for argv, message in ((["--teacher-base", "label_smoothing=0.1"], "needs a well-posed --structure"),
                           (["--structure", "smoothing", "--squash"], "bounded below by construction"),
+                          (["--fixed-loss-scale"], "--fixed-loss-scale needs a well-posed --structure"),
                           (["--teacher-base", "label_smoothing=1.5"], "strictly between 0 and 1"),
                           (["--teacher-base", "focal"], "expected ce or label_smoothing=EPS")):
         with pytest.raises(SystemExit):

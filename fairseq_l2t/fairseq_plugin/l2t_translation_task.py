@@ -60,7 +60,7 @@ from ..distributed import all_reduce_sum, check_identical, is_distributed, rank,
 from ..expected_bleu import expected_bleu_dev_objective
 from ..functional_student import FunctionalStudent, SGDConfig
 from ..hypergradient import Unroll, hypergradient
-from ..loss_structures import WELL_POSED_KINDS, build_structure
+from ..loss_structures import WELL_POSED_KINDS, build_structure, resolve_prob_floor
 from ..non_finite import NonFiniteStop, all_finite
 from ..state_features import StudentState
 from ..teacher import Teacher
@@ -142,9 +142,11 @@ class L2TTranslationTask(TranslationTask):
         well_posed = cfg.teacher_structure in WELL_POSED_KINDS
         if cfg.teacher_prob_floor is not None and not 0 <= cfg.teacher_prob_floor < 1:
             raise L2TConfigError(f"--teacher-prob-floor must be in [0, 1), got {cfg.teacher_prob_floor}")
-        if well_posed and (cfg.teacher_squash or cfg.teacher_prob_floor):
-            raise L2TConfigError(f"--teacher-structure {cfg.teacher_structure} is bounded below by construction; drop "
-                                 f"--teacher-squash and --teacher-prob-floor")
+        try:
+            floor = resolve_prob_floor(cfg.teacher_structure, cfg.teacher_squash, cfg.teacher_prob_floor,
+                                       ("--teacher-structure", "--teacher-squash", "--teacher-prob-floor"))
+        except ValueError as err:
+            raise L2TConfigError(str(err)) from None
         if not 0 <= cfg.teacher_smoothing < 1 or (cfg.teacher_smoothing and not well_posed):
             raise L2TConfigError(f"--teacher-smoothing {cfg.teacher_smoothing} needs a well-posed --teacher-structure "
                                  f"({', '.join(WELL_POSED_KINDS)}) and a value in [0, 1)")
@@ -158,7 +160,6 @@ class L2TTranslationTask(TranslationTask):
         horizon = cfg.teacher_horizon or (cfg.max_update if cfg.max_update and cfg.max_update > 0 else DEFAULT_HORIZON)
         self.student_state = StudentState(len(tgt_dict), total_steps=horizon, ignore_index=tgt_dict.pad(),
                                           sync=all_reduce_sum if is_distributed() else None)
-        floor = cfg.teacher_prob_floor if cfg.teacher_prob_floor is not None else 0.0 if well_posed else 1e-4
         structure = build_structure({"kind": cfg.teacher_structure, "num_classes": len(tgt_dict),
                                      "rank": cfg.teacher_rank, "seed": cfg.seed, "smoothing": cfg.teacher_smoothing})
         self.teacher = Teacher(structure, self.student_state.num_features, cfg.teacher_gates, cfg.teacher_squash,
@@ -402,7 +403,8 @@ class L2TTranslationTask(TranslationTask):
             if config[key] != mine[key]:
                 raise L2TConfigError(f"the teacher in {source} has {key}={config[key]} but this run asks for "
                                  f"{mine[key]}; match --teacher-gates/--teacher-squash to that run")
-        if config["structure"] != mine["structure"]:
+        # rebuilt, so that a config written before a key existed reads with that key's default
+        if build_structure(config["structure"]).config() != mine["structure"]:
             raise L2TConfigError(f"the teacher in {source} uses loss structure {config['structure']} but this run asks "
                              f"for {mine['structure']}; match --teacher-structure, --teacher-smoothing, "
                              f"--teacher-rank and --seed to that run")
