@@ -50,7 +50,7 @@ class ComparisonConfig:
     eval_every: int = 50
     ls_grid: tuple[float, ...] = LS_GRID
     teacher_rounds: int = 2
-    episode_steps: int = 50
+    episode_steps: int | None = 50  # None: one episode spans the whole student training
     teacher_lr: float = 1e-3
     teacher_base: str = "tuned"  # "tuned" (label_smoothing_tuned's epsilon) or "ce"
     structure: str = "soft_target"
@@ -126,8 +126,8 @@ class _Runs:
     def teacher(self, seed: int, base_epsilon: float, name: str) -> Path:
         config = self.config
         argv = self.common + ["--seed", str(seed), "--rounds", str(config.teacher_rounds), "--steps-per-round",
-                              str(config.steps), "--episode-steps", str(config.episode_steps), "--teacher-lr",
-                              str(config.teacher_lr), "--dev-objective", config.dev_objective, "--structure",
+                              str(config.steps), "--episode-steps", str(config.episode_steps or config.steps),
+                              "--teacher-lr", str(config.teacher_lr), "--dev-objective", config.dev_objective, "--structure",
                               config.structure, "--teacher-form", config.teacher_form, "--reward-dev", "half",
                               *config.extra_teacher_args]
         if config.structure in WELL_POSED_KINDS:

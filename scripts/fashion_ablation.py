@@ -1,8 +1,8 @@
 """Ablation of the L2T-DLF teacher's design on Fashion-MNIST, judged on dev only.
 
-Every variant changes one choice of the default teacher of
-scripts/fashion_table.py and trains a teacher (and a taught student) for the
-given seeds; the baselines, the label-smoothing epsilon chosen on dev and the
+Every variant (image_cls/teacher_variants.py) changes some choices of the
+default teacher of scripts/fashion_table.py and trains a teacher (and a
+taught student) for the given seeds; the baselines, the label-smoothing epsilon chosen on dev and the
 default teacher's runs are read from the table's --runs folder (run the table
 first).  The score is the taught student's error on the selection half of
 dev, which no teacher is rewarded on, next to its base loss's student:
@@ -19,45 +19,13 @@ from pathlib import Path
 import torch
 
 from image_cls.comparison import ComparisonConfig, run_comparison
-
-VARIANTS = {  # name: (what changes, ComparisonConfig overrides)
-    "": ("default: soft_target family, gate form, base label_smoothing_tuned, dev cross-entropy reward, "
-         "teacher Adam lr 1e-2", {}),
-    "smooth-error": ("reward: the demo's smooth 0-1 error (k = 50) instead of dev cross-entropy",
-                     {"dev_objective": "smooth_error"}),
-    "expected-error": ("reward: expected error 1 - p_y (cannot be lowered by flattening the student)",
-                       {"dev_objective": "expected_error"}),
-    "lr1e-3": ("teacher lr 1e-3 instead of 1e-2", {"teacher_lr": 1e-3}),
-    "attention": ("attention form (softmax mix of 2 loss sets) instead of tanh gates", {"teacher_form": "attention"}),
-    "smoothing": ("low-capacity family: one smoothing mass and one loss scale", {"structure": "smoothing"}),
-    "students2": ("each teacher update averages the hypergradients of 2 students trained side by side",
-                  {"extra_teacher_args": ["--students", "2"]}),
-    "horizon500": ("500-step episodes (checkpointed engine, 8 snapshots) instead of 50-step ones",
-                   {"episode_steps": 500, "extra_teacher_args": ["--engine", "checkpointed"]}),
-    "calibrated": ("reward: dev cross-entropy at the temperature that minimises it (blind to confidence)",
-                   {"dev_objective": "calibrated_cross_entropy"}),
-    "fixed-scale": ("no loss scale: the teacher shapes the targets only (--fixed-loss-scale)",
-                    {"extra_teacher_args": ["--fixed-loss-scale"]}),
-    "calibrated-fixed-scale": ("both: calibrated reward and no loss scale",
-                               {"dev_objective": "calibrated_cross_entropy",
-                                "extra_teacher_args": ["--fixed-loss-scale"]}),
-    "whole-horizon": ("one episode spans the whole 6,000-step student training (checkpointed engine, 128 "
-                      "snapshots), 8 rounds (8 teacher updates) at teacher lr 3e-2",
-                      {"episode_steps": 6000, "teacher_rounds": 8, "teacher_lr": 3e-2,
-                       "extra_teacher_args": ["--engine", "checkpointed", "--snapshots", "128"]}),
-    "whole-horizon-calibrated": ("whole-horizon, rewarded with the calibrated dev cross-entropy",
-                                 {"episode_steps": 6000, "teacher_rounds": 8, "teacher_lr": 3e-2,
-                                  "dev_objective": "calibrated_cross_entropy",
-                                  "extra_teacher_args": ["--engine", "checkpointed", "--snapshots", "128"]}),
-    "bilinear": ("the paper's bilinear family (dense W, probability floor 1e-4), base cross-entropy",
-                 {"structure": "dense", "teacher_base": "ce"}),
-}
+from image_cls.teacher_variants import TEACHER_VARIANTS
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="NAME",
-                        help="'' is the default teacher (default: all)")
+    parser.add_argument("--variants", nargs="+", default=list(TEACHER_VARIANTS), choices=list(TEACHER_VARIANTS),
+                        metavar="NAME", help="'' is the default teacher (default: all)")
     parser.add_argument("--teacher-seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--table-seeds", type=int, default=5, help="the table's seeds (they fix the tuned epsilon)")
     parser.add_argument("--model", default="mlp")
@@ -70,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     results = []
     for name in args.variants:
-        what, overrides = VARIANTS[name]
+        what, overrides = TEACHER_VARIANTS[name]
         config = ComparisonConfig(**{
             "model": args.model, "dataset": "fashion_mnist", "seeds": tuple(range(args.table_seeds)),
             "steps": args.steps, "lr": args.lr, "teacher_rounds": args.teacher_rounds,

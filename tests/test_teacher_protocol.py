@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from image_cls import comparison, data, train_student, train_teacher
+from image_cls import comparison, data, results_table, train_student, train_teacher
 from image_cls.comparison import ComparisonConfig, format_table, paired_differences, run_comparison, summarise
 from image_cls.data import DatasetUnavailable, ImageSet, dev_halves, load_splits, read_idx
 from image_cls.online_label_smoothing import OnlineLabelSmoothing
@@ -141,6 +141,22 @@ def test_comparison_tunes_label_smoothing_on_dev_and_keeps_the_base_unless_the_t
     assert again == rows  # every finished run is read back, nothing retrained
     table = format_table(summarise(rows), paired_differences(rows))
     assert "label_smoothing_tuned (eps" in table and "| mlp | online_label_smoothing |" in table
+
+
+def test_a_results_table_runs_a_named_teacher_variant_beside_the_baselines(tmp_path):
+    """--teacher-variant whole-horizon-calibrated: one episode per round spans the whole student training."""
+    results_table.main(["--models", "mlp", "--seeds", "1", "--steps", "mlp=10", "--teacher-variant",
+                        "whole-horizon-calibrated", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "table")],
+                       "mnist5k", {"steps": ["mlp=10"], "lr": ["mlp=0.05"], "teacher_rounds": 1, "teacher_lr": 1e-2},
+                       "test")
+    seed = tmp_path / "runs" / "mlp" / "seed0"
+    log = (seed / "teacher-whole-horizon-calibrated" / "teacher_log.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[:3] for row in log] == [[str(k), "0", "10"] for k in range(8)]
+    assert (seed / "l2t_dlf-whole-horizon-calibrated" / "summary.json").is_file()
+    assert not (seed / "teacher").exists()
+    saved = json.loads((tmp_path / "table.json").read_text())
+    assert "teacher variant whole-horizon-calibrated" in saved["settings"]
+    assert [r["method"] for r in saved["rows"]] == list(comparison.METHODS)
 
 
 def test_paired_differences_interval_and_wins():
