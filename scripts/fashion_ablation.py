@@ -57,7 +57,8 @@ def main() -> None:
             "final_off_target_mass": [m for m, _ in learned], "final_loss_scale": [a for _, a in learned]})
         print(json.dumps(results[-1]), flush=True)
     lines = [f"Fashion-MNIST {args.model}, {args.steps} student steps (lr {args.lr}); teacher {args.teacher_rounds} "
-             f"round(s); seeds {args.teacher_seeds}. Errors in % on the dev halves; no test numbers.", "",
+             f"round(s) at Adam {args.teacher_lr} unless the variant says otherwise; seeds {args.teacher_seeds}. "
+             "Errors in % on the dev halves; no test numbers.", "",
              "| variant | what changes | reward-dev | selection-dev | base's selection-dev | selection minus base "
              "per seed (points) | beats base | learned loss at the last step, per seed: off-target mass, loss scale |",
              "|---|---|---|---|---|---|---|---|"]
