@@ -287,7 +287,8 @@ def resolve_prob_floor(kind: str, squash: bool, prob_floor: float | None,
     (ValueError, naming the caller's `options` for the structure, the squash and the floor)."""
     if kind in WELL_POSED_KINDS:
         if squash or prob_floor:
-            raise ValueError(f"{options[0]} {kind} is bounded below by construction; drop {options[1]} and {options[2]}")
+            raise ValueError(f"{options[0]} {kind} is bounded below by construction; "
+                             f"drop {options[1]} and {options[2]}")
         return 0.0
     return BILINEAR_PROB_FLOOR if prob_floor is None else prob_floor
 

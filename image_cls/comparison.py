@@ -127,8 +127,9 @@ class _Runs:
         config = self.config
         argv = self.common + ["--seed", str(seed), "--rounds", str(config.teacher_rounds), "--steps-per-round",
                               str(config.steps), "--episode-steps", str(config.episode_steps or config.steps),
-                              "--teacher-lr", str(config.teacher_lr), "--dev-objective", config.dev_objective, "--structure",
-                              config.structure, "--teacher-form", config.teacher_form, "--reward-dev", "half",
+                              "--teacher-lr", str(config.teacher_lr), "--dev-objective", config.dev_objective,
+                              "--structure", config.structure, "--teacher-form", config.teacher_form,
+                              "--reward-dev", "half",
                               *config.extra_teacher_args]
         if config.structure in WELL_POSED_KINDS:
             argv += ["--teacher-base", f"label_smoothing={base_epsilon}" if base_epsilon else "ce"]
