@@ -175,8 +175,19 @@ def summarise(rows: list[dict]) -> list[dict]:
                 entry["epsilon"] = picked[0]["epsilon"]
             if method == "l2t_dlf":
                 entry["kept_base"] = sum(r["kept_base"] for r in picked)
+                entry["taught"] = _taught_without_guard(picked)
             table.append(entry)
     return table
+
+
+def _taught_without_guard(picked: list[dict]) -> dict:
+    """The teacher's own taught students, whatever the guard kept: what the teacher did, seed by seed."""
+    test = [100 * r["teacher_test_error"] for r in picked]
+    return {"test_error_mean": statistics.mean(test),
+            "test_error_std": statistics.stdev(test) if len(test) > 1 else 0.0,
+            "reward_dev_error_mean": statistics.mean(100 * r["teacher_reward_dev_error"] for r in picked),
+            "selection_dev_error_mean": statistics.mean(100 * r["teacher_selection_dev_error"] for r in picked),
+            "test_errors": test}
 
 
 def paired_differences(rows: list[dict]) -> list[dict]:
@@ -215,6 +226,12 @@ def format_table(summary: list[dict], paired: list[dict]) -> str:
         lines.append(f"| {s['model']} | {name} | {s['seeds']} | {s['test_error_mean']:.2f} ± "
                      f"{s['test_error_std']:.2f} | {s['reward_dev_error_mean']:.2f} | "
                      f"{s['selection_dev_error_mean']:.2f} | {s['dev_error_mean']:.2f} | {seeds} |")
+        if "taught" in s:
+            t = s["taught"]
+            lines.append(f"| {s['model']} | l2t_dlf's taught students (no guard) | {s['seeds']} | "
+                         f"{t['test_error_mean']:.2f} ± {t['test_error_std']:.2f} | "
+                         f"{t['reward_dev_error_mean']:.2f} | {t['selection_dev_error_mean']:.2f} | | "
+                         + ", ".join(f"{e:.2f}" for e in t["test_errors"]) + " |")
     lines += ["", "| student | L2T-DLF minus | seeds | mean difference (points) | 95 % interval | L2T-DLF wins |",
               "|---|---|---|---|---|---|"]
     for p in paired:

@@ -86,4 +86,6 @@ def _per_model(parser: argparse.ArgumentParser, items: list[str], kind: type, mo
     except ValueError:
         parser.error(f"expected MODEL=VALUE items, got {items}")
     missing = [model for model in models if model not in values]
-    return values if not missing else parser.error(f"no value for {missing} in {items}")
+    if missing:
+        parser.error(f"no value for {missing} in {items}")
+    return {model: values[model] for model in models}

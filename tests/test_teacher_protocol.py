@@ -141,6 +141,8 @@ def test_comparison_tunes_label_smoothing_on_dev_and_keeps_the_base_unless_the_t
     assert again == rows  # every finished run is read back, nothing retrained
     table = format_table(summarise(rows), paired_differences(rows))
     assert "label_smoothing_tuned (eps" in table and "| mlp | online_label_smoothing |" in table
+    taught_row = next(line for line in table.splitlines() if "taught students (no guard)" in line)
+    assert f"| {100 * l2t['teacher_test_error']:.2f} ± 0.00 |" in taught_row
 
 
 def test_a_results_table_runs_a_named_teacher_variant_beside_the_baselines(tmp_path):
