@@ -163,30 +163,25 @@ def summarise(rows: list[dict]) -> list[dict]:
             picked = [r for r in rows if r["model"] == model and r["method"] == method]
             if not picked:
                 continue
-            test = [100 * r["test_error"] for r in picked]
-            entry = {"model": model, "method": method, "seeds": len(picked),
-                     "test_error_mean": statistics.mean(test),
-                     "test_error_std": statistics.stdev(test) if len(test) > 1 else 0.0,
-                     "dev_error_mean": statistics.mean(100 * r["dev_error"] for r in picked),
-                     "reward_dev_error_mean": statistics.mean(100 * r["reward_dev_error"] for r in picked),
-                     "selection_dev_error_mean": statistics.mean(100 * r["selection_dev_error"] for r in picked),
-                     "test_errors": test}
+            entry = {"model": model, "method": method, "seeds": len(picked), **_error_summary(picked),
+                     "dev_error_mean": statistics.mean(100 * r["dev_error"] for r in picked)}
             if "epsilon" in picked[0]:
                 entry["epsilon"] = picked[0]["epsilon"]
             if method == "l2t_dlf":
                 entry["kept_base"] = sum(r["kept_base"] for r in picked)
-                entry["taught"] = _taught_without_guard(picked)
+                # the teacher's own taught students, whatever the guard kept: what the teacher did, seed by seed
+                entry["taught"] = _error_summary(picked, prefix="teacher_")
             table.append(entry)
     return table
 
 
-def _taught_without_guard(picked: list[dict]) -> dict:
-    """The teacher's own taught students, whatever the guard kept: what the teacher did, seed by seed."""
-    test = [100 * r["teacher_test_error"] for r in picked]
+def _error_summary(picked: list[dict], prefix: str = "") -> dict:
+    """Test error mean, sample std and per seed, and the dev halves' mean errors (in %), of rows' `prefix`-keys."""
+    test = [100 * r[f"{prefix}test_error"] for r in picked]
     return {"test_error_mean": statistics.mean(test),
             "test_error_std": statistics.stdev(test) if len(test) > 1 else 0.0,
-            "reward_dev_error_mean": statistics.mean(100 * r["teacher_reward_dev_error"] for r in picked),
-            "selection_dev_error_mean": statistics.mean(100 * r["teacher_selection_dev_error"] for r in picked),
+            "reward_dev_error_mean": statistics.mean(100 * r[f"{prefix}reward_dev_error"] for r in picked),
+            "selection_dev_error_mean": statistics.mean(100 * r[f"{prefix}selection_dev_error"] for r in picked),
             "test_errors": test}
 
 

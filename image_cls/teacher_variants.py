@@ -8,7 +8,8 @@ folders named after it (teacher-NAME, l2t_dlf-NAME) beside the baselines'.
 """
 from __future__ import annotations
 
-_WHOLE = {"episode_steps": None, "extra_teacher_args": ["--engine", "checkpointed", "--snapshots", "128"]}
+_WHOLE = {"episode_steps": None, "teacher_rounds": 8, "teacher_lr": 3e-2,
+          "extra_teacher_args": ["--engine", "checkpointed", "--snapshots", "128"]}
 
 TEACHER_VARIANTS: dict[str, tuple[str, dict]] = {  # name: (what changes, ComparisonConfig overrides)
     "": ("default: soft_target family, gate form, base label_smoothing_tuned, dev cross-entropy reward, "
@@ -33,10 +34,9 @@ TEACHER_VARIANTS: dict[str, tuple[str, dict]] = {  # name: (what changes, Compar
                                 "extra_teacher_args": ["--fixed-loss-scale"]}),
     "whole-horizon": ("one episode spans the whole student training (checkpointed engine, 128 snapshots), "
                       "8 rounds (8 teacher updates) at teacher lr 3e-2",
-                      {**_WHOLE, "teacher_rounds": 8, "teacher_lr": 3e-2}),
+                      _WHOLE),
     "whole-horizon-calibrated": ("whole-horizon, rewarded with the calibrated dev cross-entropy",
-                                 {**_WHOLE, "teacher_rounds": 8, "teacher_lr": 3e-2,
-                                  "dev_objective": "calibrated_cross_entropy"}),
+                                 {**_WHOLE, "dev_objective": "calibrated_cross_entropy"}),
     "bilinear": ("the paper's bilinear family (dense W, probability floor 1e-4), base cross-entropy",
                  {"structure": "dense", "teacher_base": "ce"}),
 }

@@ -2,9 +2,9 @@
 
 Every variant (image_cls/teacher_variants.py) changes some choices of the
 default teacher of scripts/fashion_table.py and trains a teacher (and a
-taught student) for the given seeds; the baselines, the label-smoothing epsilon chosen on dev and the
-default teacher's runs are read from the table's --runs folder (run the table
-first).  The score is the taught student's error on the selection half of
+taught student) for the given seeds; the baselines, the label-smoothing
+epsilon chosen on dev and the default teacher's runs are read from the
+table's --runs folder (run the table first).  The score is the taught student's error on the selection half of
 dev, which no teacher is rewarded on, next to its base loss's student:
 no test number is read here, so the table can choose the design.
 Writes results/fashion_mnist_ablation.{md,json}; resumable (finished runs are reused).
