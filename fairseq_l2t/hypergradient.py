@@ -1,6 +1,6 @@
 """Hypergradients: d M(w_T) / d theta through T student SGD steps.
 
-One stretch of student training under a teacher is an `Unroll`.  Three engines
+One stretch of student training under a teacher is an `Unroll`.  Four engines
 compute the same exact gradient:
 
 - "unrolled":     naive autograd through the whole trajectory (create_graph at
@@ -12,6 +12,11 @@ compute the same exact gradient:
 - "checkpointed": the same reverse pass with a fixed number of snapshots placed
                   by binomial checkpointing (Griewank's revolve): memory does not
                   grow with T, at the price of recomputing forward steps.
+- "one_step":     T = 1 only, with no double backward: the step's teacher
+                  term is one forward-mode product of the log-probabilities
+                  along the dev gradient (see one_step_hypergradient), about
+                  one plain update; and the step's gradient can be the real
+                  update's, reused.
 
 Reverse step t, with (dw, dv) the adjoints of (w_{t+1}, v_{t+1}):
     dv' = dv - lr * dw
@@ -38,6 +43,7 @@ from typing import Callable, Container, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.autograd import forward_ad
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -48,7 +54,8 @@ from .non_finite import all_finite
 from .state_features import StudentState
 from .teacher import Teacher
 
-ENGINES = ("unrolled", "stored", "checkpointed")
+ENGINES = ("unrolled", "stored", "checkpointed", "one_step")
+RngState = tuple[Tensor, Tensor | None]  # (CPU generator state, CUDA generator state or None)
 Batch = tuple[Tensor | dict, Tensor]  # (inputs or fairseq net_input, target)
 
 
@@ -113,6 +120,8 @@ def hypergradient(unroll: Unroll, start: StudentSnapshot, engine: str = "stored"
         if unroll.grad_sync is not None or unroll.dev_sync is not None:
             raise ValueError("the unrolled engine is single-process; use stored or checkpointed with grad_sync")
         return _unrolled(unroll, start)
+    if engine == "one_step":
+        return one_step_hypergradient(unroll, start)
     if snapshots < 1:
         raise ValueError(f"checkpointed engine needs at least 1 snapshot, got {snapshots}")
     return _reverse_mode(unroll, start, keep_graphs=engine == "stored", snapshots=snapshots)
@@ -126,21 +135,34 @@ def run_unroll(unroll: Unroll, start: StudentSnapshot) -> tuple[float, StudentSn
     return value, trajectory.final, trajectory.tracker
 
 
+def rng_state(device: torch.device) -> RngState:
+    """The generator state that the next forward on `device` draws its dropout masks from."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
 @contextlib.contextmanager
-def _step_context(rng_seed: int | None, step: int, device: torch.device) -> Iterator[None]:
+def _step_context(rng_seed: int | None, step: int, device: torch.device,
+                  replay: RngState | None = None) -> Iterator[None]:
     """Replayable randomness (dropout) and attention kernels that support double backward.
 
-    The fused CPU/GPU attention kernels have no second derivative, so every
-    student forward inside an unroll uses the math kernel, in the forward and
-    the reverse pass alike (the same numbers both times).
+    The fused CPU/GPU attention kernels have no second derivative (nor a
+    forward-mode one), so every student forward inside an unroll uses the math
+    kernel, in the forward and the reverse pass alike (the same numbers both
+    times).  Dropout draws from rng_seed + step, or from a recorded generator
+    state (`replay`, which wins).
     """
     with sdpa_kernel(SDPBackend.MATH):
-        if rng_seed is None:
+        if rng_seed is None and replay is None:
             yield
             return
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(rng_seed + step)
+            if replay is None:
+                torch.manual_seed(rng_seed + step)
+            else:
+                torch.set_rng_state(replay[0])
+                if replay[1] is not None:
+                    torch.cuda.set_rng_state(replay[1], device)
             yield
 
 
@@ -406,3 +428,65 @@ def _reverse_mode(unroll: Unroll, start: StudentSnapshot, keep_graphs: bool, sna
         reverse_segment(0, unroll.steps, start.detached(), snapshots)
 
     return HypergradResult(value, tuple(adjoint.dtheta), final, trajectory.tracker, features)
+
+
+def one_step_hypergradient(unroll: Unroll, start: StudentSnapshot, direction: Sequence[Tensor] | None = None,
+                           replay: RngState | None = None) -> HypergradResult:
+    """The T = 1 hypergradient with no double backward.
+
+    w_1 = w_0 - lr * (momentum * v_0 + g(w_0, phi)) and only g depends on theta, so
+        dM/dtheta = d/dtheta <dv', g(w_0, phi(theta))>,   dv' = -lr * dM/dw_1,
+    and <dv', grad_w L_phi> sums, over the batch, dL/dlprobs (which depends on phi)
+    times J_w lprobs dv' (which does not): the log-probabilities' derivative along
+    dv', one forward-mode pass, dotted with the loss's gradient in lprobs (no network).
+
+    `direction`, when the caller has it, is the step's training-loss gradient
+    (global over the ranks, without weight decay): the real update's, reused
+    instead of a forward and backward here; `replay` then replays the dropout
+    masks it was computed with.  The teacher term is taken on batch 0 of the
+    unroll: the direction's own batch gives the exact hypergradient, a random
+    part of it an estimate (fairseq's --lookahead-tokens).
+    """
+    if unroll.steps != 1:
+        raise ValueError(f"the one_step engine differentiates one student step; this unroll has {unroll.steps}")
+    theta = tuple(unroll.teacher.parameters())
+    tracker = unroll.tracker.copy()
+    features = _features_at(unroll, tracker, 0)
+    state = start.detached()
+    if direction is None:
+        params = tuple(p.requires_grad_() for p in start.detached().params)
+        buffers = {k: b.clone() for k, b in state.buffers.items()}
+        with torch.no_grad():
+            phi = unroll.teacher(features)
+        grads, _, _ = _training_gradients(unroll, params, buffers, 0, phi, create_graph=False)
+        if unroll.grad_sync is not None:
+            grads = _synced_step_direction(unroll, grads, params)
+    else:
+        buffers = {k: b.clone() for k, b in state.buffers.items()}  # the real step's forward already moved them
+        grads = unroll.sgd.with_weight_decay([d.detach() for d in direction], state.params)
+    new_params, velocity = unroll.sgd.step(state.params, state.velocity, [g.detach() for g in grads])
+    final = StudentSnapshot(new_params, velocity, buffers)
+    value, dm_dw = _dev_objective(unroll, tuple(p.detach().requires_grad_() for p in new_params),
+                                  {k: b.clone() for k, b in buffers.items()})
+    along = unroll.sgd.adjoint_of_direction(dm_dw, [torch.zeros_like(v) for v in velocity])
+    lprobs, lprobs_along, target = _log_probs_along(unroll, state, along, replay)
+    z = lprobs.requires_grad_()
+    (dloss_dz,) = torch.autograd.grad(unroll.teacher.loss(z, target, unroll.teacher(features), unroll.ignore_index),
+                                      z, create_graph=True)
+    dtheta = _grad_or_zeros((dloss_dz * lprobs_along).sum(), theta)
+    if unroll.grad_sync is not None:
+        dtheta = unroll.grad_sync(dtheta)
+    tracker.observe_batch(lprobs.detach(), target)
+    return HypergradResult(value, tuple(dtheta), final.detached(), tracker, [features])
+
+
+def _log_probs_along(unroll: Unroll, state: StudentSnapshot, tangent: Sequence[Tensor],
+                     replay: RngState | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Batch 0's log-probabilities at w_0 and their derivative along `tangent` (forward mode), and its target."""
+    inputs, target = unroll.batch_at(0)
+    buffers = {k: b.clone() for k, b in state.buffers.items()}
+    with torch.no_grad(), forward_ad.dual_level(), _step_context(unroll.rng_seed, 0, target.device, replay):
+        duals = tuple(forward_ad.make_dual(p, t.detach()) for p, t in zip(state.params, tangent))
+        lprobs = F.log_softmax(unroll.student.logits(duals, buffers, inputs, train=True), dim=-1)
+        primal, along = forward_ad.unpack_dual(lprobs)
+        return primal.clone(), along.clone(), target

@@ -2,11 +2,17 @@
 
 Same data, model, batches and optimizer, measured side by side in one process:
 fairseq's own Trainer.train_step on identical pre-collated batches, for
-teacher-update intervals 1, 10 and 100 (target: at most 1.5x at interval 10).
+a frozen teacher and teacher-update intervals 1 and 10, with the default
+one_step engine (the real update reused) and with the stored engine (double
+backward), for the demo's small Transformer and transformer_iwslt_de_en.
+Printed and written as JSON: ms per update, the ratio to label smoothing,
+and what one teacher update costs in plain updates (interval 1 minus frozen).
+Targets: a teacher update at most 2 plain updates; interval 10 at most 1.3x.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 import warnings
@@ -65,27 +71,58 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", nargs="?", default=str(REPO / "data-bin" / "ding-de-en"),
                         help="fairseq data-bin (default: %(default)s, from scripts/nmt_demo.py)")
-    parser.add_argument("--updates", type=int, default=100, help="timed updates per setting (multiple of 10)")
+    parser.add_argument("--updates", type=int, nargs="+", default=[50, 10], metavar="N",
+                        help="timed updates per setting, per model in --models order (multiples of 10; "
+                             "default: %(default)s)")
     parser.add_argument("--max-tokens", type=int, default=2000)
-    parser.add_argument("--model", choices=sorted(MODELS), default="small",
-                        help="small: the demo's Transformer; iwslt: transformer_iwslt_de_en (default: %(default)s)")
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["small", "iwslt"],
+                        help="small: the demo's Transformer; iwslt: transformer_iwslt_de_en (default: both)")
+    parser.add_argument("--json", default=str(REPO / "results" / "benchmark_nmt_update_time.json"),
+                        help="where to write what was measured (default: %(default)s)")
     args = parser.parse_args()
+    if len(args.updates) != len(args.models) or any(n < 10 or n % 10 for n in args.updates):
+        parser.error("--updates needs one multiple of 10 per model in --models")
     logging.disable(logging.INFO)  # fairseq's and hydra's set-up chatter would bury the table
     warnings.filterwarnings("ignore")
-    baseline_args = ["--task", "translation", "--criterion", "label_smoothed_cross_entropy",
-                     "--label-smoothing", "0.1"]
-    settings = [("label_smoothed_cross_entropy", baseline_args)] + [
-        (f"l2t_dynamic, interval {k}", ["--task", "l2t_translation", "--criterion", "l2t_dynamic",
-                                        "--teacher-update-interval", str(k)]) for k in (1, 10, 100)]
-    description, model = MODELS[args.model]
-    print(f"data {args.data}, {description}, max tokens {args.max_tokens}, "
-          f"{args.updates} timed updates each (interleaved blocks of 10), torch threads {torch.get_num_threads()}\n")
-    trainers = {name: build_trainer(args.data, model, extra, args.max_tokens) for name, extra in settings}
-    seconds = timed_updates(trainers, args.updates, block=10, warmup=3)
-    baseline = seconds[settings[0][0]]
-    for name, value in seconds.items():
-        print(f"{name:32s} {1000 * value:8.1f} ms/update   {value / baseline:5.2f}x")
-    print("\ntarget: interval 10 at most 1.5x")
+    l2t = ["--task", "l2t_translation", "--criterion", "l2t_dynamic"]
+    settings = {
+        "label_smoothed_cross_entropy": ["--task", "translation", "--criterion", "label_smoothed_cross_entropy",
+                                         "--label-smoothing", "0.1"],
+        "l2t_dynamic, frozen teacher": [*l2t, "--teacher-update-interval", "0"],
+        "l2t_dynamic, interval 1": [*l2t, "--teacher-update-interval", "1"],
+        "l2t_dynamic, interval 1, stored engine": [*l2t, "--teacher-update-interval", "1", "--lookahead-engine",
+                                                  "stored"],
+        "l2t_dynamic, interval 10": [*l2t, "--teacher-update-interval", "10"],
+        "l2t_dynamic, interval 10, stored engine": [*l2t, "--teacher-update-interval", "10", "--lookahead-engine",
+                                                    "stored"],
+    }
+    report = {"data": args.data, "max_tokens": args.max_tokens, "torch_threads": torch.get_num_threads(),
+              "targets": {"teacher_update_in_plain_updates": 2.0, "interval_10_over_label_smoothing": 1.3},
+              "models": {}}
+    for model_name, updates in zip(args.models, args.updates):
+        description, model = MODELS[model_name]
+        print(f"{description}: data {args.data}, max tokens {args.max_tokens}, {updates} timed updates each "
+              f"(interleaved blocks of 10), torch threads {torch.get_num_threads()}")
+        trainers = {name: build_trainer(args.data, model, extra, args.max_tokens) for name, extra in settings.items()}
+        seconds = timed_updates(trainers, updates, block=10, warmup=3)
+        plain = seconds["label_smoothed_cross_entropy"]
+        frozen = seconds["l2t_dynamic, frozen teacher"]
+        row = {"description": description, "updates": updates,
+               "ms_per_update": {name: 1000 * value for name, value in seconds.items()},
+               "over_label_smoothing": {name: value / plain for name, value in seconds.items()},
+               "teacher_update_in_plain_updates": {
+                   engine: (seconds[f"l2t_dynamic, interval 1{suffix}"] - frozen) / plain
+                   for engine, suffix in (("one_step", ""), ("stored", ", stored engine"))}}
+        report["models"][model_name] = row
+        for name, value in seconds.items():
+            print(f"  {name:42s} {1000 * value:8.1f} ms/update   {value / plain:5.2f}x label smoothing")
+        for engine, cost in row["teacher_update_in_plain_updates"].items():
+            print(f"  one teacher update ({engine} engine): {cost:.2f} plain updates")
+        print()
+    print("targets: a teacher update at most 2 plain updates; interval 10 at most 1.3x label smoothing")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,12 @@ from image_cls.student_loop import train_student as train_student_loop
 
 WORLD = 2
 DEV_SPLIT = 13  # rank 0 holds 13 of the 20 dev examples, rank 1 the other 7: unequal dev shards
-ENGINES = (("stored", 8), ("checkpointed", 2))
+ENGINES = (("stored", 8), ("checkpointed", 2), ("one_step", 1))
+
+
+def for_engine(unroll, engine: str):
+    """The unroll itself, or its first step alone for the one_step engine."""
+    return dataclasses.replace(unroll, steps=1) if engine == "one_step" else unroll
 
 
 def full_unroll():
@@ -65,7 +70,7 @@ def _core_worker(rank: int, rendezvous: str, out: str) -> None:
         start = unroll.student.snapshot()
         results = {}
         for engine, snapshots in ENGINES:
-            result = hypergradient(unroll, start, engine, snapshots=snapshots)
+            result = hypergradient(for_engine(unroll, engine), start, engine, snapshots=snapshots)
             distributed.check_identical(result.teacher_grads, f"{engine} teacher gradients")
             results[engine] = {"grads": result.teacher_grads, "value": result.dev_objective,
                                "final": result.final.params, "features": result.tracker.features(torch.float64)}
@@ -138,7 +143,7 @@ def two_process_results(tmp_path_factory):
 
 @pytest.mark.parametrize("engine,snapshots", ENGINES)
 def test_two_shards_give_the_full_batch_hypergradient_on_every_rank(two_process_results, engine, snapshots):
-    unroll = full_unroll()
+    unroll = for_engine(full_unroll(), engine)
     reference = hypergradient(unroll, unroll.student.snapshot(), engine, snapshots=snapshots)
     flat = torch.cat([g.reshape(-1) for g in reference.teacher_grads])
     assert flat.abs().max() > 1e-4

@@ -10,6 +10,7 @@ import torch
 
 pytest.importorskip("fairseq")
 import fairseq_l2t.fairseq_plugin.checkpoint_safety  # noqa: E402,F401  (weights-only loading of fairseq files)
+from hypergrad_helpers import relative_error  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -122,6 +123,30 @@ def test_a_well_posed_teacher_learns_and_even_adversarial_keeps_the_nmt_loss_non
                  "0", "--teacher-init", str(tmp_path / "adversarial.pt"))
     losses = [float(x) for x in re.findall(r"\| loss (-?[\d.]+|nan|inf)", done.stdout + done.stderr)]
     assert len(losses) >= 2 and min(losses) >= 0, losses
+
+
+def test_the_cheap_teacher_update_reuses_the_real_step_and_moves_the_teacher_as_the_double_backward_does(
+        data_bin, tmp_path):
+    """One lookahead step: the one_step engine with the real update's gradient (the default) and the stored
+    engine's double backward give the same hypergradient (plain SGD teacher, no clipping: the teacher's move
+    is the hypergradient); --lookahead-tokens takes a part of the batch, so another one."""
+    common = ["--criterion", "l2t_dynamic", "--dropout", "0", "--max-update", "1", "--teacher-update-interval", "1",
+              "--teacher-optimizer", "sgd", "--teacher-lr", "1e5", "--teacher-max-grad-norm", "0",
+              "--teacher-structure", "soft_target_lowrank", "--teacher-smoothing", "0.1"]
+    settings = {"frozen": ["--teacher-update-interval", "0"], "default": [],
+                "stored": ["--lookahead-engine", "stored"], "part": ["--lookahead-tokens", "60"]}
+    teachers, logs = {}, {}
+    for name, extra in settings.items():
+        done = train(data_bin, tmp_path / name, *common, *extra)
+        logs[name] = done.stdout + done.stderr
+        state = teacher_state(tmp_path / name / "checkpoint_last.pt")["controller"]["teacher"]["state"]
+        teachers[name] = torch.cat([v.reshape(-1).double() for v in state.values()])
+    assert "one_step engine, reusing the real update's gradient" in logs["default"]
+    assert "stored engine" in logs["stored"]
+    moved = {name: teachers[name] - teachers["frozen"] for name in ("default", "stored", "part")}
+    assert moved["stored"].abs().max() > 1e-2
+    assert relative_error(moved["default"], moved["stored"]) < 1e-3
+    assert relative_error(moved["part"], moved["stored"]) > 1e-2
 
 
 @pytest.fixture(scope="module")

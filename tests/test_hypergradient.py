@@ -1,11 +1,12 @@
 """Every engine against float64 finite differences and naive autograd unrolling."""
 import copy
+import dataclasses
 
 import pytest
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from fairseq_l2t.hypergradient import _binomial_split, hypergradient, run_unroll
+from fairseq_l2t.hypergradient import _binomial_split, hypergradient, one_step_hypergradient, rng_state, run_unroll
 from hypergrad_helpers import make_unroll, perturbed_teacher, relative_error, tiny_mlp
 
 ENGINE_CASES = [("stored", 8), ("checkpointed", 1), ("checkpointed", 2), ("checkpointed", 3)]
@@ -70,6 +71,59 @@ def test_every_engine_matches_finite_differences_and_naive_unrolling(structure, 
         grads = flat(result.teacher_grads)
         assert relative_error(grads, fd) < 1e-4, engine
         assert relative_error(grads, reference) < 1e-10, engine
+
+
+@pytest.mark.parametrize("structure,squash,objective,form", [
+    ("dense", False, "cross_entropy", "gate"),
+    ("dense", True, "smooth_error", "attention"),
+    ("lowrank", False, "expected_error", "gate"),
+    ("soft_target", False, "cross_entropy", "attention"),
+    ("smoothing", False, "cross_entropy", "gate"),
+    ("soft_target_lowrank", False, "cross_entropy", "gate"),
+    ("soft_target_fixed_scale", False, "expected_error", "gate"),
+])
+def test_one_step_engine_matches_finite_differences_and_naive_unrolling(structure, squash, objective, form):
+    torch.manual_seed(0)
+    unroll = make_unroll(tiny_mlp(dropout=0.3), perturbed_teacher(structure, squash, 1, form), steps=1,
+                         objective=objective, rng_seed=5)
+    start = unroll.student.snapshot()
+    reference = hypergradient(unroll, start, "unrolled")
+    fd = finite_difference(unroll, start)
+    result = hypergradient(unroll, start, "one_step")
+    assert flat(reference.teacher_grads).abs().max() > 1e-6
+    assert relative_error(flat(result.teacher_grads), fd) < 1e-4
+    assert relative_error(flat(result.teacher_grads), flat(reference.teacher_grads)) < 1e-10
+    assert result.dev_objective == pytest.approx(reference.dev_objective, rel=1e-12)
+    for a, b in zip(result.final.params + result.final.velocity, reference.final.params + reference.final.velocity):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(result.tracker.features(torch.float64), reference.tracker.features(torch.float64))
+
+
+def test_one_step_engine_reuses_a_real_step_and_replays_its_dropout_masks():
+    """The gradient of a real training step (module call, its own dropout draw) handed in as the direction,
+    with the generator state it drew from, gives the naive unrolling's hypergradient of that same step."""
+    torch.manual_seed(0)
+    module = tiny_mlp(dropout=0.3)
+    teacher = perturbed_teacher("soft_target")
+    unroll = make_unroll(module, teacher, steps=1, rng_seed=11)
+    start = unroll.student.snapshot()
+    reference = flat(hypergradient(unroll, start, "unrolled").teacher_grads)
+    torch.manual_seed(11)  # the unroll draws step 0's masks from rng_seed + 0
+    recorded = rng_state(torch.device("cpu"))
+    inputs, target = unroll.batch_at(0)
+    module.train()
+    with torch.no_grad():
+        phi = teacher(unroll.tracker.features(torch.float64))
+    loss = teacher.loss(torch.log_softmax(module(inputs), -1), target, phi)
+    direction = torch.autograd.grad(loss, [p for p in module.parameters()])
+    torch.manual_seed(99)  # the replay, not the global generator, decides the masks
+    unseeded = copy.copy(unroll)
+    unseeded.rng_seed = None
+    reused = one_step_hypergradient(unseeded, start, direction, recorded)
+    assert relative_error(flat(reused.teacher_grads), reference) < 1e-10
+    # other masks give another hypergradient: the replay is what makes it exact
+    other = one_step_hypergradient(unseeded, start, direction, None)
+    assert relative_error(flat(other.teacher_grads), reference) > 1e-3
 
 
 def test_engines_agree_on_longer_unrolls_with_few_snapshots():
@@ -141,6 +195,7 @@ def test_teacher_gradient_comes_only_from_the_dev_objective():
     blind.dev_objective = lambda logits, target: torch.zeros_like(target, dtype=logits.dtype) + 0 * logits.sum().detach()
     for engine in ("unrolled", "stored", "checkpointed"):
         assert flat(hypergradient(blind, start, engine).teacher_grads).abs().max() == 0
+    assert flat(hypergradient(dataclasses.replace(blind, steps=1), start, "one_step").teacher_grads).abs().max() == 0
     # the engines never write into .grad: only TeacherController.step does
     assert all(p.grad is None for p in unroll.teacher.parameters())
 
@@ -158,6 +213,8 @@ def test_bad_arguments_are_refused():
         hypergradient(unroll, start, "forward")
     with pytest.raises(ValueError, match="at least 1 snapshot"):
         hypergradient(unroll, start, "checkpointed", snapshots=0)
+    with pytest.raises(ValueError, match="one student step; this unroll has 2"):
+        hypergradient(unroll, start, "one_step")
     empty = copy.copy(unroll)
     with pytest.raises(ValueError, match="no examples"):
         type(unroll)(**{**empty.__dict__, "dev_batches": []})

@@ -10,6 +10,17 @@ one step of the teacher's own optimizer on the exact hypergradient; the new
 teacher sets the loss from the next update on.  The student's optimizer never
 sees the teacher's parameters.
 
+What a teacher update costs (--lookahead-engine): with one lookahead step
+(the default) the one_step engine needs no double backward, and where the
+maths allows it reuses the real update: the lookahead step is the real
+step's gradient (fairseq has already summed and normalised it over
+micro-batches and ranks; exact for the l2t_dynamic criterion with token
+averaging, no --clip-norm, no --fp16/--bf16/--amp and one micro-batch per
+update), and the teacher's term is one forward-mode pass that replays the
+real forward's dropout masks.  --lookahead-tokens N takes that term (or the
+whole lookahead, with more steps) on a random part of the update's
+sentences holding at most N target tokens: an estimate, for a cheaper update.
+
 Data parallelism (fairseq's --distributed-world-size): each rank looks ahead
 on its own batches with the gradient summed over ranks, the reward is averaged
 over ranks (each scores its share of --reward-batches), and the state features
@@ -59,7 +70,7 @@ from omegaconf import II
 from ..distributed import all_reduce_sum, check_identical, is_distributed, rank, world_size
 from ..expected_bleu import expected_bleu_dev_objective
 from ..functional_student import FunctionalStudent, SGDConfig
-from ..hypergradient import Unroll, hypergradient
+from ..hypergradient import RngState, Unroll, hypergradient, one_step_hypergradient, rng_state
 from ..loss_structures import WELL_POSED_KINDS, build_structure, resolve_prob_floor
 from ..non_finite import NonFiniteStop, all_finite
 from ..state_features import StudentState
@@ -67,7 +78,7 @@ from ..teacher import Teacher
 from ..teacher_controller import SCHEMA, TeacherController
 from .errors import L2TConfigError, L2TNonFiniteError
 from .l2t_dynamic_criterion import STATE_SUM_KEYS, L2TDynamicCriterion
-from .micro_batches import stack_micro_batches
+from .micro_batches import sentences_within, stack_micro_batches
 from .readable_checkpoints import UNREADABLE, expect_target_vocabulary
 
 logger = logging.getLogger(__name__)
@@ -83,6 +94,14 @@ class L2TTranslationConfig(TranslationConfig):
     lookahead_steps: int = field(
         default=1, metadata={"help": "k differentiable student SGD steps before the dev reward"})
     lookahead_lr: float = field(default=0.1, metadata={"help": "SGD learning rate of the lookahead steps"})
+    lookahead_engine: ChoiceEnum(["auto", "one_step", "stored", "checkpointed"]) = field(
+        default="auto", metadata={"help": "hypergradient engine of the lookahead: one_step (one step, no double "
+                                          "backward, reuses the real update where exact), stored or checkpointed "
+                                          "(any number of steps; checkpointed keeps memory flat); auto: one_step "
+                                          "for one step, else stored"})
+    lookahead_tokens: int = field(
+        default=0, metadata={"help": "look ahead on a random part of the update's sentences with at most this "
+                                     "many target tokens (at least one sentence; 0: the whole update)"})
     teacher_lr: float = field(default=1e-3, metadata={"help": "learning rate of the teacher's optimizer"})
     teacher_optimizer: ChoiceEnum(["adam", "sgd"]) = field(
         default="adam", metadata={"help": "the teacher's own optimizer"})
@@ -123,6 +142,12 @@ class L2TTranslationConfig(TranslationConfig):
     reward_max_order: int = field(default=4, metadata={"help": "max n-gram order of the expected-BLEU reward"})
     seed: int = II("common.seed")
     max_update: int = II("optimization.max_update")
+    update_freq: list[int] = II("optimization.update_freq")
+    clip_norm: float = II("optimization.clip_norm")
+    sentence_avg: bool = II("optimization.sentence_avg")
+    fp16: bool = II("common.fp16")
+    bf16: bool = II("common.bf16")
+    amp: bool = II("common.amp")
 
 
 @register_task("l2t_translation", dataclass=L2TTranslationConfig)
@@ -152,6 +177,11 @@ class L2TTranslationTask(TranslationTask):
                                  f"({', '.join(WELL_POSED_KINDS)}) and a value in [0, 1)")
         if cfg.teacher_horizon < 0:
             raise L2TConfigError(f"--teacher-horizon must be >= 0, got {cfg.teacher_horizon}")
+        if str(cfg.lookahead_engine) == "one_step" and cfg.lookahead_steps != 1:
+            raise L2TConfigError(f"--lookahead-engine one_step differentiates one step; --lookahead-steps is "
+                                 f"{cfg.lookahead_steps} (use stored or checkpointed)")
+        if cfg.lookahead_tokens < 0:
+            raise L2TConfigError(f"--lookahead-tokens must be >= 0, got {cfg.lookahead_tokens}")
         if cfg.teacher_update_interval < 0:
             raise L2TConfigError(f"--teacher-update-interval must be >= 0, got {cfg.teacher_update_interval}")
         if cfg.reward_batches < 0 or cfg.reward_batches % world_size():
@@ -169,11 +199,23 @@ class L2TTranslationTask(TranslationTask):
         self.controller = TeacherController(self.teacher, cfg.teacher_lr, cfg.teacher_optimizer,
                                             cfg.teacher_max_grad_norm, cfg.max_non_finite)
         self._last_teacher_update = -1
+        engine = str(cfg.lookahead_engine)
+        self._engine = engine if engine != "auto" else "one_step" if cfg.lookahead_steps == 1 else "stored"
+        self._reuses_real_step = self._engine == "one_step" and not (
+            cfg.clip_norm > 0 or cfg.sentence_avg or cfg.fp16 or cfg.bf16 or cfg.amp or max(cfg.update_freq) > 1)
+        self._real_loss_is_teachers = False
+        how = {"one_step": "one_step engine, " + ("reusing the real update's gradient" if self._reuses_real_step else
+                                                  "its own step (reuse needs one micro-batch per update, token "
+                                                  "averaging and no --clip-norm/--fp16/--bf16/--amp)")}
+        logger.info(f"teacher updates: {how.get(self._engine, self._engine + ' engine')}, "
+                    f"{cfg.lookahead_steps} lookahead step(s) on "
+                    f"{cfg.lookahead_tokens or 'all the'} target tokens of the update")
         self._reward_batches: list[dict] | None = None
         self._phi_cache: tuple[int, dict] | None = None
-        # what the current update has seen so far: its micro-batches and their state statistics
+        # what the current update has seen so far: its micro-batches (with the generator state their dropout
+        # masks came from) and their state statistics
         self._collecting_update = -1
-        self._update_samples: list[tuple[dict, bool]] = []
+        self._update_samples: list[tuple[dict, bool, RngState]] = []
         self._update_sums = torch.zeros(len(STATE_SUM_KEYS), dtype=torch.float64)
 
     # ---- the teacher's view of the student -------------------------------------------------------
@@ -208,7 +250,8 @@ class L2TTranslationTask(TranslationTask):
             self._collecting_update = update_num
             self._update_samples, self._update_sums = [], torch.zeros(len(STATE_SUM_KEYS), dtype=torch.float64)
         if self._teacher_update_due(update_num):
-            self._update_samples.append((sample, ignore_grad))
+            self._update_samples.append((sample, ignore_grad, rng_state(next(model.parameters()).device)))
+            self._real_loss_is_teachers = isinstance(criterion, L2TDynamicCriterion)
         self._push_loss_params(criterion, model)
         loss, sample_size, logging_output = super().train_step(sample, model, criterion, optimizer, update_num,
                                                                ignore_grad)
@@ -276,7 +319,7 @@ class L2TTranslationTask(TranslationTask):
         student_module = getattr(model, "module", model)
         device = next(student_module.parameters()).device
         self.teacher.to(device)
-        batch, grad_sync = self._lookahead_batch(device)
+        batch, grad_sync, whole = self._lookahead_batch(device, update_num)
         rewards = self._reward_share(update_num, device)
         student = FunctionalStudent(student_module)
         unroll = Unroll(
@@ -288,7 +331,16 @@ class L2TTranslationTask(TranslationTask):
             tracker=self.student_state, ignore_index=self.tgt_dict.pad(), rng_seed=self.cfg.seed + update_num,
             grad_sync=grad_sync, dev_sync=all_reduce_sum if is_distributed() else None,
         )
-        result = hypergradient(unroll, student.snapshot(), engine="stored")
+        if self._engine != "one_step":
+            result = hypergradient(unroll, student.snapshot(), engine=self._engine)
+        elif self._reuses_real_step and self._real_loss_is_teachers:
+            named = dict(student_module.named_parameters())
+            direction = [torch.zeros_like(named[n]) if named[n].grad is None else named[n].grad
+                         for n in student.param_names]
+            replay = self._update_samples[0][2] if whole else None  # a part of the batch draws other masks
+            result = one_step_hypergradient(unroll, student.snapshot(), direction, replay)
+        else:
+            result = one_step_hypergradient(unroll, student.snapshot())
         if self.controller.step([result], f"update {update_num}"):
             self.student_state.observe_dev(min(max(1.0 - result.dev_objective, 0.0), 1.0))
         else:
@@ -316,25 +368,28 @@ class L2TTranslationTask(TranslationTask):
         except NonFiniteStop as err:
             raise L2TNonFiniteError(str(err)) from None
 
-    def _lookahead_batch(self, device: torch.device) -> tuple[tuple[dict, torch.Tensor], Optional[Callable]]:
-        """This update's micro-batches as one batch, and the gradient sync that sums the ranks' shares.
+    def _lookahead_batch(self, device: torch.device,
+                         update_num: int) -> tuple[tuple[dict, torch.Tensor], Optional[Callable], bool]:
+        """This update's micro-batches as one batch (or, with --lookahead-tokens, a random part of its
+        sentences), the gradient sync that sums the ranks' shares, and whether it is the whole update.
 
         Each rank's lookahead loss is its token mean; weighting it by the rank's share of the
-        update's tokens makes the synced gradient that of the mean over every rank's tokens.
+        lookahead's tokens makes the synced gradient that of the mean over every rank's tokens.
         """
         pad = self.tgt_dict.pad()
-        real = [sample for sample, dummy in self._update_samples if not dummy]
+        real = [sample for sample, dummy, _ in self._update_samples if not dummy]
         sample = stack_micro_batches(real or [self._update_samples[0][0]], pad, self.cfg.left_pad_source,
                                      self.cfg.left_pad_target)
+        sample, whole = sentences_within(sample, self.cfg.lookahead_tokens, pad, self.cfg.seed + update_num)
         if device.type == "cuda":
             sample = utils.move_to_cuda(sample, device=device)
         batch = (sample["net_input"], sample["target"])
         if not is_distributed():
-            return batch, None
+            return batch, None, whole
         local = sample["target"].ne(pad).sum().double() if real else torch.zeros((), dtype=torch.float64,
                                                                                   device=device)
         share = (local / all_reduce_sum([local])[0]).item()
-        return batch, lambda grads: all_reduce_sum([g * share for g in grads])
+        return batch, lambda grads: all_reduce_sum([g * share for g in grads]), whole
 
     def _reward_share(self, update_num: int, device: torch.device) -> list[dict]:
         """This rank's reward batches for this teacher update: an equal share of --reward-batches."""

@@ -1,4 +1,4 @@
-"""One lookahead batch from the micro-batches of a fairseq update.
+"""One lookahead batch from the micro-batches of a fairseq update, or a part of it.
 
 With --update-freq N an update is N micro-batches, each padded on its own.
 The teacher's lookahead step must see the whole update (so that one process
@@ -6,6 +6,7 @@ with --update-freq 2 and two data-parallel processes with one micro-batch
 each take the same lookahead step), so the micro-batches are re-padded to a
 common length and stacked; padding is masked everywhere, so the stacked
 batch gives every real token the same loss as its own micro-batch did.
+--lookahead-tokens then keeps a random part of its sentences.
 """
 
 import torch
@@ -25,14 +26,18 @@ def _stack_tokens(parts: list[Tensor], pad: int, left: bool) -> Tensor:
     return torch.cat([_pad_to(part, length, pad, left) for part in parts], dim=0)
 
 
+def _check_fields(net_input: dict) -> None:
+    unknown = set(net_input) - {"src_tokens", "src_lengths", "prev_output_tokens"}
+    if unknown:
+        raise ValueError(f"cannot restack translation batches with net_input fields {sorted(unknown)}")
+
+
 def stack_micro_batches(samples: list[dict], pad: int, left_pad_source: bool, left_pad_target: bool) -> dict:
     """A translation sample holding the sentences of all `samples`, in order."""
     if len(samples) == 1:
         return samples[0]
     inputs = [sample["net_input"] for sample in samples]
-    unknown = set(inputs[0]) - {"src_tokens", "src_lengths", "prev_output_tokens"}
-    if unknown:
-        raise ValueError(f"cannot stack translation micro-batches with net_input fields {sorted(unknown)}")
+    _check_fields(inputs[0])
     return {
         "id": torch.cat([sample["id"] for sample in samples]),
         "nsentences": sum(sample["nsentences"] for sample in samples),
@@ -44,3 +49,23 @@ def stack_micro_batches(samples: list[dict], pad: int, left_pad_source: bool, le
         },
         "target": _stack_tokens([sample["target"] for sample in samples], pad, left_pad_target),
     }
+
+
+def sentences_within(sample: dict, max_tokens: int, pad: int, seed: int) -> tuple[dict, bool]:
+    """A random part of `sample`'s sentences (in their order) with at most `max_tokens` target tokens, at
+    least one sentence; and whether that is the whole sample (always so for max_tokens 0)."""
+    lengths = sample["target"].ne(pad).sum(1)
+    if max_tokens == 0 or int(lengths.sum()) <= max_tokens:
+        return sample, True
+    _check_fields(sample["net_input"])
+    order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed)).to(lengths.device)
+    count = max(1, int((lengths[order].cumsum(0) <= max_tokens).sum()))
+    kept = order[:count].sort().values
+    net_input = sample["net_input"]
+    return {
+        "id": sample["id"][kept],
+        "nsentences": count,
+        "ntokens": int(lengths[kept].sum()),
+        "net_input": {name: net_input[name][kept] for name in ("src_tokens", "src_lengths", "prev_output_tokens")},
+        "target": sample["target"][kept],
+    }, False
