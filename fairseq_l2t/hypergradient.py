@@ -49,7 +49,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .dev_objectives import DevObjective
 from .functional_student import FunctionalStudent, SGDConfig, StudentSnapshot
-from .loss_structures import LossParams
+from .loss_structures import WELL_POSED_KINDS, LossParams
 from .non_finite import all_finite
 from .state_features import StudentState
 from .teacher import Teacher
@@ -470,23 +470,58 @@ def one_step_hypergradient(unroll: Unroll, start: StudentSnapshot, direction: Se
                                   {k: b.clone() for k, b in buffers.items()})
     along = unroll.sgd.adjoint_of_direction(dm_dw, [torch.zeros_like(v) for v in velocity])
     lprobs, lprobs_along, target = _log_probs_along(unroll, state, along, replay)
-    z = lprobs.requires_grad_()
-    (dloss_dz,) = torch.autograd.grad(unroll.teacher.loss(z, target, unroll.teacher(features), unroll.ignore_index),
-                                      z, create_graph=True)
-    dtheta = _grad_or_zeros((dloss_dz * lprobs_along).sum(), theta)
+    dtheta = _grad_or_zeros(_loss_derivative_along(unroll, features, lprobs, lprobs_along, target), theta)
     if unroll.grad_sync is not None:
         dtheta = unroll.grad_sync(dtheta)
     tracker.observe_batch(lprobs.detach(), target)
     return HypergradResult(value, tuple(dtheta), final.detached(), tracker, [features])
 
 
+def _loss_derivative_along(unroll: Unroll, features: Tensor, lprobs: Tensor, along: Tensor, target: Tensor) -> Tensor:
+    """sum over the batch of dL_phi/dlprobs . along, with its graph to theta.
+
+    The unsquashed, unfloored family is affine in the log-probabilities
+    (L = -(sum_i W[i, y] log p_i + b[y])), so that sum is L(along) - L(0), with no
+    second derivative; L(0) = 0 for the well-posed structures.  Otherwise
+    dL/dlprobs is taken with its graph and dotted with `along`.
+    """
+    teacher, ignore = unroll.teacher, unroll.ignore_index
+    phi = teacher(features)
+    if not teacher.squash and teacher.log_prob_floor is None:
+        value = teacher.loss(along, target, phi, ignore)
+        if teacher.structure.kind in WELL_POSED_KINDS:
+            return value
+        return value - teacher.loss(torch.zeros_like(along), target, phi, ignore)
+    z = lprobs.requires_grad_()
+    (dloss_dz,) = torch.autograd.grad(teacher.loss(z, target, phi, ignore), z, create_graph=True)
+    return (dloss_dz * along).sum()
+
+
 def _log_probs_along(unroll: Unroll, state: StudentSnapshot, tangent: Sequence[Tensor],
                      replay: RngState | None) -> tuple[Tensor, Tensor, Tensor]:
-    """Batch 0's log-probabilities at w_0 and their derivative along `tangent` (forward mode), and its target."""
+    """Batch 0's log-probabilities at w_0 and their derivative along `tangent`, and its target.
+
+    Forward mode; for a student with an op that has no forward-mode derivative
+    (an LSTM's packed sequences), the double-backward product instead:
+    J t = d/dr <J^T r, t>, the same numbers at about the stored engine's cost.
+    """
     inputs, target = unroll.batch_at(0)
-    buffers = {k: b.clone() for k, b in state.buffers.items()}
-    with torch.no_grad(), forward_ad.dual_level(), _step_context(unroll.rng_seed, 0, target.device, replay):
-        duals = tuple(forward_ad.make_dual(p, t.detach()) for p, t in zip(state.params, tangent))
-        lprobs = F.log_softmax(unroll.student.logits(duals, buffers, inputs, train=True), dim=-1)
-        primal, along = forward_ad.unpack_dual(lprobs)
-        return primal.clone(), along.clone(), target
+    try:
+        with torch.no_grad(), forward_ad.dual_level(), _step_context(unroll.rng_seed, 0, target.device, replay):
+            duals = tuple(forward_ad.make_dual(p, t.detach()) for p, t in zip(state.params, tangent))
+            lprobs = F.log_softmax(unroll.student.logits(duals, {k: b.clone() for k, b in state.buffers.items()},
+                                                         inputs, train=True), dim=-1)
+            primal, along = forward_ad.unpack_dual(lprobs)
+            return primal.clone(), along.clone(), target
+    except NotImplementedError as err:
+        if "forward AD" not in str(err):
+            raise
+    params = tuple(p.detach().requires_grad_() for p in state.params)
+    with _step_context(unroll.rng_seed, 0, target.device, replay):
+        lprobs = F.log_softmax(unroll.student.logits(params, {k: b.clone() for k, b in state.buffers.items()}, inputs,
+                                                     train=True), dim=-1)
+    probe = torch.zeros_like(lprobs, requires_grad=True)
+    pulled = torch.autograd.grad(lprobs, params, grad_outputs=probe, create_graph=True, allow_unused=True)
+    dot = sum((g * t).sum() for g, t in zip(pulled, tangent) if g is not None)
+    (along,) = torch.autograd.grad(dot, probe)
+    return lprobs.detach(), along, target

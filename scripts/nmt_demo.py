@@ -1,17 +1,35 @@
-"""NMT demo: cross-entropy, label smoothing 0.1 and L2T-DLF (`l2t_dynamic`) on
-the Ding German-English sentence pairs, a small Transformer and a small LSTM,
-the same number of updates for every loss; fairseq-generate + sacrebleu on the
-test split; one table (printed, and written to results/nmt_ding.md).
+"""NMT results table: cross-entropy, label smoothing 0.1 and L2T-DLF (`l2t_dynamic`)
+on the Ding German-English sentence pairs, through fairseq's own CLIs.
 
-The corpus is extracted at run time from Debian's trans-de-en (GPL: never
-committed); as root this script installs the package when it is missing.
+Every run gets the same recipe, updates, batches (--max-tokens) and seeds; the
+test split is decoded once per finished run (beam 4, sacrebleu). L2T-DLF runs
+in two protocols: `online` (the teacher learns from the first update on) and
+the paper's `reused` (the teacher trained along the online run of another
+seed, loaded with --teacher-init and frozen; `reused_online` keeps updating
+it). Rows go to results/nmt_ding.json (one per run) and a table to
+results/nmt_ding.md; the online teachers' learned loss (smoothing mass and
+scale over updates) to results/nmt_ding_teacher.png.
+
+Resumable: a finished run leaves row.json in its folder and --reuse keeps it;
+an unfinished one resumes from its checkpoint_last.pt. So a long table can be
+completed over several sittings.
+
+The recipe (chosen on the valid split; see the README): Transformer 2+2 layers,
+dim 128, FFN 256, 4 heads, shared embeddings, dropout 0.2 (attention and
+activation 0.1), weight decay 1e-4, Adam (0.9, 0.98), lr 1e-3 with
+inverse_sqrt warm-up 400, 2,000 tokens per update; LSTM 1+1 layers of 128
+units, the same optimisation. The corpus is extracted at run time from
+Debian's trans-de-en (GPL: never committed); as root this script installs
+the package when it is missing.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -20,28 +38,32 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DING = Path("/usr/share/trans/de-en")
+OPTIMISATION = ["--dropout", "0.2", "--weight-decay", "0.0001", "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)",
+                "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "400"]
 ARCHS = {
     "transformer": ["--arch", "transformer_iwslt_de_en", "--encoder-layers", "2", "--decoder-layers", "2",
                     "--encoder-embed-dim", "128", "--decoder-embed-dim", "128", "--encoder-ffn-embed-dim", "256",
                     "--decoder-ffn-embed-dim", "256", "--encoder-attention-heads", "4",
-                    "--decoder-attention-heads", "4", "--share-all-embeddings", "--dropout", "0.1",
-                    "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "1e-3",
-                    "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "100"],
+                    "--decoder-attention-heads", "4", "--share-all-embeddings", "--attention-dropout", "0.1",
+                    "--activation-dropout", "0.1", *OPTIMISATION],
     "lstm": ["--arch", "lstm", "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "128",
              "--decoder-embed-dim", "128", "--encoder-hidden-size", "128", "--decoder-hidden-size", "128",
-             "--decoder-out-embed-dim", "128", "--share-decoder-input-output-embed", "--dropout", "0.1",
-             "--optimizer", "adam", "--lr", "2e-3"],
+             "--decoder-out-embed-dim", "128", "--share-decoder-input-output-embed", *OPTIMISATION],
 }
+TEACHER = ["--task", "l2t_translation", "--criterion", "l2t_dynamic", "--teacher-structure", "soft_target_lowrank",
+           "--teacher-smoothing", "0.1"]
 LOSSES = {
     "ce": ["--task", "translation", "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0"],
     "label_smoothing": ["--task", "translation", "--criterion", "label_smoothed_cross_entropy",
                         "--label-smoothing", "0.1"],
-    "l2t_dlf": ["--task", "l2t_translation", "--criterion", "l2t_dynamic", "--teacher-update-interval", "10"],
+    "l2t_dlf": TEACHER,
 }
+PROTOCOLS = ("online", "reused", "reused_online")
+CURVE_POINTS = 6  # checkpoints along training whose valid BLEU shows where CE stops improving
 
 
-def run(cmd: list[str], log: Path) -> str:
-    with log.open("w") as handle:
+def run(cmd: list[str], log: Path, append: bool = False) -> str:
+    with log.open("a" if append else "w") as handle:
         done = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, text=True)
     text = log.read_text()
     if done.returncode != 0:
@@ -64,56 +86,197 @@ def prepare_data(data_bin: Path, vocab: int) -> None:
                     "--src", "de", "--tgt", "en", "--vocab-size", str(vocab), "--force"], check=True)
 
 
+def repeated_4gram_share(hypotheses: list[str]) -> float:
+    """Share of the hypotheses' word 4-grams that repeat an earlier 4-gram of the same hypothesis."""
+    total = repeated = 0
+    for words in (h.split() for h in hypotheses):
+        grams = [tuple(words[i:i + 4]) for i in range(len(words) - 3)]
+        total += len(grams)
+        repeated += len(grams) - len(set(grams))
+    return repeated / total if total else 0.0
+
+
+def decode(data_bin: Path, checkpoint: Path, subset: str, beam: int, log: Path) -> tuple[float, list[str]]:
+    """sacrebleu BLEU of `subset` decoded with `checkpoint`, and the detokenised hypotheses."""
+    text = run([str(BIN / "fairseq-generate"), str(data_bin), "--user-dir", str(REPO / "fairseq_l2t"),
+                "--path", str(checkpoint), "--gen-subset", subset, "--cpu", "--beam", str(beam), "--batch-size", "200",
+                "--max-len-a", "1.5", "--max-len-b", "5", "--scoring", "sacrebleu", "--remove-bpe", "sentencepiece"],
+               log)
+    return float(re.search(r"BLEU = ([\d.]+)", text).group(1)), re.findall(r"^D-\d+\t\S+\t(.*)$", text, flags=re.M)
+
+
+def train_run(args, model: str, loss: str, protocol: str, seed: int, runs: Path) -> dict:
+    """One fairseq-train run (resumed if a checkpoint is there), decoded on test: one row."""
+    save = runs / f"{model}-{loss}-{protocol}-seed{seed}"
+    row_file = save / "row.json"
+    if args.reuse and row_file.is_file():
+        return json.loads(row_file.read_text())
+    if not args.reuse:
+        shutil.rmtree(save, ignore_errors=True)
+    save.mkdir(parents=True, exist_ok=True)
+    extra = list(LOSSES[loss])
+    if loss == "l2t_dlf":
+        if protocol != "reused":
+            extra += ["--teacher-update-interval", str(args.teacher_interval)]
+        if protocol.startswith("reused"):
+            source = runs / f"{model}-l2t_dlf-online-seed{reused_from(seed, args.seeds)}" / "checkpoint_last.pt"
+            extra += ["--teacher-init", str(source)] + (["--teacher-update-interval", "0"] if protocol == "reused"
+                                                        else [])
+    interval = max(args.updates // CURVE_POINTS, 1)
+    started = time.perf_counter()
+    log = run([str(BIN / "fairseq-train"), str(args.data_bin), "--user-dir", str(REPO / "fairseq_l2t"), *ARCHS[model],
+               *extra, "--max-tokens", str(args.max_tokens), "--max-update", str(args.updates), "--cpu",
+               "--seed", str(seed), "--save-dir", str(save), "--no-epoch-checkpoints", "--disable-validation",
+               "--save-interval-updates", str(interval), "--keep-interval-updates", str(CURVE_POINTS + 1),
+               "--log-interval", "100", "--no-progress-bar", "--num-workers", "0"], save / "train.log", append=True)
+    minutes = (time.perf_counter() - started) / 60
+    nll = re.findall(r"train_inner .*?nll_loss=([\d.]+)", log)
+    bleu, hypotheses = decode(args.data_bin, save / "checkpoint_last.pt", "test", args.beam, save / "test.log")
+    row = {"model": model, "loss": loss, "protocol": protocol if loss == "l2t_dlf" else "fixed", "seed": seed,
+           "updates": args.updates, "test_bleu": bleu, "train_nll": float(nll[-1]) if nll else None,
+           "minutes": round(minutes, 1), "repeated_4grams": repeated_4gram_share(hypotheses)}
+    if loss == "ce":  # valid BLEU along training: has CE stopped improving at this budget?
+        row["valid_bleu_curve"] = [
+            [updates, decode(args.data_bin, save / f"checkpoint_1_{updates}.pt", "valid", args.beam,
+                             save / f"valid_{updates}.log")[0]]
+            for updates in range(interval, args.updates + 1, interval) if (save / f"checkpoint_1_{updates}.pt").is_file()]
+        row["valid_bleu_curve"] += [[args.updates, decode(args.data_bin, save / "checkpoint_last.pt", "valid",
+                                                          args.beam, save / "valid_last.log")[0]]]
+    row_file.write_text(json.dumps(row, indent=1) + "\n")
+    return row
+
+
+def reused_from(seed: int, seeds: list[int]) -> int:
+    """The seed whose online teacher teaches `seed`'s fresh student: the next one in --seeds, cyclically."""
+    if len(seeds) < 2:
+        sys.exit("error: the reused-teacher protocols need at least two --seeds (a teacher is never reused on the "
+                 "student it was trained along)")
+    return seeds[(seeds.index(seed) + 1) % len(seeds)]
+
+
+def plan(args) -> list[tuple[str, str, str, int]]:
+    """(model, loss, protocol, seed) of every run, online teachers before the runs that reuse them."""
+    runs = []
+    for model in args.models:
+        seeds = args.seeds if model == "transformer" else args.seeds[:1]
+        protocols = args.protocols if model == "transformer" else [args.lstm_protocol]
+        runs += [(model, loss, "fixed", seed) for seed in seeds for loss in ("ce", "label_smoothing")]
+        reused = [p for p in protocols if p != "online"]
+        teachers = {seed for seed in seeds if "online" in protocols}
+        teachers |= {reused_from(seed, args.seeds) for seed in seeds if reused}
+        runs += [(model, "l2t_dlf", "online", seed) for seed in args.seeds if seed in teachers]
+        runs += [(model, "l2t_dlf", p, seed) for p in reused for seed in seeds]
+    return runs
+
+
+def table(rows: list[dict], args) -> str:
+    lines = ["| model | loss | protocol | seeds | test BLEU (mean) | per-seed test BLEU | vs CE (paired) | train NLL "
+             "(bits) | repeated 4-grams | minutes per run |", "|---|---|---|---|---|---|---|---|---|---|"]
+    ce = {(r["model"], r["seed"]): r["test_bleu"] for r in rows if r["loss"] == "ce"}
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["loss"], r["protocol"]), []).append(r)
+    for (model, loss, protocol), group in groups.items():
+        group.sort(key=lambda r: r["seed"])
+        bleus = [r["test_bleu"] for r in group]
+        paired = [r["test_bleu"] - ce[(model, r["seed"])] for r in group if (model, r["seed"]) in ce]
+        vs_ce = f"{statistics.mean(paired):+.2f}" if paired and loss != "ce" else ""
+        nll = [r["train_nll"] for r in group if r["train_nll"] is not None]
+        lines.append(f"| {model} | {loss} | {protocol} | {', '.join(str(r['seed']) for r in group)} | "
+                     f"{statistics.mean(bleus):.2f} | {', '.join(f'{b:.2f}' for b in bleus)} | {vs_ce} | "
+                     f"{statistics.mean(nll):.2f} | {statistics.mean(r['repeated_4grams'] for r in group):.3f} | "
+                     f"{statistics.mean(r['minutes'] for r in group):.1f} |")
+    curves = [f"- {r['model']} CE seed {r['seed']}: " + ", ".join(f"{u}: {b:.2f}" for u, b in r["valid_bleu_curve"])
+              for r in rows if "valid_bleu_curve" in r]
+    return "\n".join(lines) + (
+        f"\n\nDing de-en (train 16,025 / valid 1,000 / test 1,000 pairs), joint sentencepiece {args.vocab}, "
+        f"{args.updates} updates of <= {args.max_tokens} tokens for every run, beam {args.beam}, "
+        f"{os.cpu_count()} CPU cores; L2T-DLF: soft_target_lowrank teacher starting at label smoothing 0.1, "
+        f"updated every {args.teacher_interval} updates (one-step lookahead, expected-BLEU reward on valid).\n"
+        f"\nValid BLEU of CE along training (updates: BLEU):\n" + "\n".join(curves) + "\n")
+
+
+def plot_teachers(runs: Path, rows: list[dict], data_bin: Path, out: Path) -> Path | None:
+    """The online teachers' smoothing mass and scale (means over target types, weighted by their training
+    frequency) at the saved checkpoints, against updates."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+    from fairseq.data import Dictionary
+
+    import fairseq_l2t.fairseq_plugin.checkpoint_safety  # noqa: F401,E501  (weights-only loading of fairseq files)
+    from fairseq_l2t.state_features import StudentState
+    from fairseq_l2t.teacher import Teacher
+
+    online = [r for r in rows if r["loss"] == "l2t_dlf" and r["protocol"] == "online"]
+    if not online:
+        return None
+    fig, (mass_ax, scale_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for r in online:
+        save = runs / f"{r['model']}-l2t_dlf-online-seed{r['seed']}"
+        points = []
+        for path in sorted(save.glob("checkpoint_1_*.pt"), key=lambda p: int(p.stem.rsplit("_", 1)[1])):
+            extra = torch.load(path, map_location="cpu", weights_only=True)["extra_state"]["L2TTranslationTask"]
+            teacher = Teacher.from_config(extra["controller"]["teacher"]["config"])
+            teacher.load_state_dict(extra["controller"]["teacher"]["state"])
+            state = StudentState(teacher.num_classes, 1)
+            state.load_state_dict(extra["student_state"])
+            with torch.no_grad():
+                phi = teacher(state.features())
+            weights = torch.tensor(Dictionary.load(str(data_bin / "dict.en.txt")).count, dtype=torch.float32)
+            eps = phi["eps"].clamp(0, 1)
+            scale = phi["log_scale"].exp() if "log_scale" in phi else torch.ones_like(eps)
+            points.append((int(path.stem.rsplit("_", 1)[1]), float((eps * weights).sum() / weights.sum()),
+                           float((scale * weights).sum() / weights.sum())))
+        if points:
+            updates, mass, scale = zip(*points)
+            label = f"{r['model']} seed {r['seed']}"
+            mass_ax.plot(updates, mass, marker="o", label=label)
+            scale_ax.plot(updates, scale, marker="o", label=label)
+    mass_ax.set(xlabel="updates", ylabel="smoothing mass eps (mean over types)", title="where the teacher smooths")
+    scale_ax.set(xlabel="updates", ylabel="loss scale a (mean over types)", title="how hard it pushes")
+    mass_ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--updates", type=int, default=400, help="updates for every run (default: %(default)s)")
-    parser.add_argument("--archs", nargs="+", choices=sorted(ARCHS), default=["transformer", "lstm"])
+    parser.add_argument("--updates", type=int, default=6000, help="updates for every run (default: %(default)s)")
+    parser.add_argument("--models", nargs="+", choices=sorted(ARCHS), default=["transformer", "lstm"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2],
+                        help="Transformer seeds (the LSTM runs the first; default: %(default)s)")
+    parser.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=["online", "reused"],
+                        help="L2T-DLF protocols for the Transformer (default: %(default)s)")
+    parser.add_argument("--lstm-protocol", choices=PROTOCOLS, default="online",
+                        help="the one L2T-DLF protocol run for the LSTM (default: %(default)s)")
+    parser.add_argument("--teacher-interval", type=int, default=10, help="--teacher-update-interval (default: 10)")
     parser.add_argument("--max-tokens", type=int, default=2000)
     parser.add_argument("--beam", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=4000, help="joint sentencepiece vocabulary")
-    parser.add_argument("--data-bin", default=str(REPO / "data-bin" / "ding-de-en"))
-    parser.add_argument("--out", default=str(REPO / "runs" / "nmt_demo"))
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--data-bin", type=Path, default=REPO / "data-bin" / "ding-de-en")
+    parser.add_argument("--runs", type=Path, default=REPO / "runs" / "nmt_ding", help="run folders")
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "nmt_ding",
+                        help="writes OUT.json, OUT.md and OUT_teacher.png (default: %(default)s)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep finished runs (row.json) and resume unfinished ones from their checkpoints")
     args = parser.parse_args()
-    data_bin, out = Path(args.data_bin), Path(args.out)
-    prepare_data(data_bin, args.vocab)
-    out.mkdir(parents=True, exist_ok=True)
-    demo_started = time.perf_counter()
+    prepare_data(args.data_bin, args.vocab)
     rows = []
-    for arch in args.archs:
-        for loss, loss_args in LOSSES.items():
-            save = out / f"{arch}-{loss}"
-            shutil.rmtree(save, ignore_errors=True)
-            started = time.perf_counter()
-            run([str(BIN / "fairseq-train"), str(data_bin), "--user-dir", str(REPO / "fairseq_l2t"), *ARCHS[arch],
-                 *loss_args, "--max-tokens", str(args.max_tokens), "--max-update", str(args.updates), "--cpu",
-                 "--seed", str(args.seed), "--save-dir", str(save), "--no-epoch-checkpoints", "--disable-validation",
-                 "--log-interval", "50", "--no-progress-bar", "--num-workers", "0"], save.with_suffix(".train.log"))
-            minutes = (time.perf_counter() - started) / 60
-            generated = run([str(BIN / "fairseq-generate"), str(data_bin), "--user-dir", str(REPO / "fairseq_l2t"),
-                             "--path", str(save / "checkpoint_last.pt"), "--cpu", "--beam", str(args.beam),
-                             "--batch-size", "200", "--max-len-a", "1.5", "--max-len-b", "5", "--scoring",
-                             "sacrebleu", "--remove-bpe", "sentencepiece"],
-                            save.with_suffix(".generate.log"))
-            bleu = float(re.search(r"BLEU = ([\d.]+)", generated).group(1))
-            rows.append((arch, loss, bleu, minutes))
-            print(f"{arch:12s} {loss:16s} test BLEU {bleu:6.2f}   ({minutes:.1f} min training)", flush=True)
-    ce = {arch: bleu for arch, loss, bleu, _ in rows if loss == "ce"}
-    lines = [f"| model | loss | test BLEU (sacrebleu) | vs CE | training minutes ({args.updates} updates) |",
-             "|---|---|---|---|---|"]
-    for arch, loss, bleu, minutes in rows:
-        delta = f"{bleu - ce[arch]:+.2f}" if loss != "ce" else ""
-        lines.append(f"| {arch} | {loss} | {bleu:.2f} | {delta} | {minutes:.1f} |")
-    table = "\n".join(lines)
-    total_minutes = (time.perf_counter() - demo_started) / 60
-    results = REPO / "results" / "nmt_ding.md"
-    results.parent.mkdir(exist_ok=True)
-    results.write_text(table + f"\n\nDing de-en (train 16,025 / valid 1,000 / test 1,000 pairs), joint "
-                       f"sentencepiece {args.vocab}, {args.updates} updates of <= {args.max_tokens} tokens, "
-                       f"beam {args.beam}, seed {args.seed}, {os.cpu_count()} CPU cores; whole demo (training, "
-                       f"decoding and scoring) {total_minutes:.1f} min.\nCommand: python scripts/nmt_demo.py "
-                       f"--updates {args.updates} --max-tokens {args.max_tokens} --beam {args.beam}\n")
-    print("\n" + table + f"\n\nwhole demo: {total_minutes:.1f} min")
+    for model, loss, protocol, seed in plan(args):
+        rows.append(train_run(args, model, loss, protocol, seed, args.runs))
+        r = rows[-1]
+        print(f"{model:12s} {loss:16s} {r['protocol']:14s} seed {seed}: test BLEU {r['test_bleu']:6.2f}, train NLL "
+              f"{r['train_nll']}, repeated 4-grams {r['repeated_4grams']:.3f} ({r['minutes']:.1f} min)", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+    text = table(rows, args)
+    args.out.with_suffix(".md").write_text(text)
+    plot = plot_teachers(args.runs, rows, args.data_bin, args.out.parent / f"{args.out.name}_teacher.png")
+    print("\n" + text + (f"\nteacher plot: {plot}" if plot else ""))
 
 
 if __name__ == "__main__":

@@ -164,6 +164,7 @@ def with_empty_subset(data_bin: Path, out: Path, subset: str) -> Path:
 
 
 @pytest.mark.parametrize("case", ["teacher_lr_zero", "lookahead_lr_nan", "lookahead_steps_zero",
+                                  "one_step_engine_for_two_steps", "lookahead_tokens_negative",
                                   "reward_batches_negative", "max_non_finite_zero", "prob_floor_one",
                                   "nan_teacher_init", "truncated_teacher_init", "empty_reward_subset",
                                   "well_posed_with_floor", "smoothing_of_a_bilinear_teacher"])
@@ -172,6 +173,9 @@ def test_more_bad_input_gives_one_line_error_and_writes_nothing(data_bin, saved_
         "teacher_lr_zero": (["--teacher-lr", "0"], "--teacher-lr must be a positive number"),
         "lookahead_lr_nan": (["--lookahead-lr", "nan"], "--lookahead-lr must be a positive number"),
         "lookahead_steps_zero": (["--lookahead-steps", "0"], "--lookahead-steps must be >= 1"),
+        "one_step_engine_for_two_steps": (["--lookahead-engine", "one_step", "--lookahead-steps", "2"],
+                                          "--lookahead-engine one_step differentiates one step"),
+        "lookahead_tokens_negative": (["--lookahead-tokens", "-5"], "--lookahead-tokens must be >= 0, got -5"),
         "reward_batches_negative": (["--reward-batches", "-1"], "--reward-batches -1 must be 0 or a multiple"),
         "max_non_finite_zero": (["--max-non-finite", "0"], "--max-non-finite must be >= 1"),
         "prob_floor_one": (["--teacher-prob-floor", "1"], "--teacher-prob-floor must be in [0, 1), got 1.0"),

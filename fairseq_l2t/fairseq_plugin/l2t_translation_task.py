@@ -380,7 +380,8 @@ class L2TTranslationTask(TranslationTask):
         real = [sample for sample, dummy, _ in self._update_samples if not dummy]
         sample = stack_micro_batches(real or [self._update_samples[0][0]], pad, self.cfg.left_pad_source,
                                      self.cfg.left_pad_target)
-        sample, whole = sentences_within(sample, self.cfg.lookahead_tokens, pad, self.cfg.seed + update_num)
+        sample, whole = sentences_within(sample, self.cfg.lookahead_tokens, pad, self.cfg.seed + update_num,
+                                         self.cfg.left_pad_source, self.cfg.left_pad_target)
         if device.type == "cuda":
             sample = utils.move_to_cuda(sample, device=device)
         batch = (sample["net_input"], sample["target"])
@@ -458,8 +459,10 @@ class L2TTranslationTask(TranslationTask):
             if config[key] != mine[key]:
                 raise L2TConfigError(f"the teacher in {source} has {key}={config[key]} but this run asks for "
                                  f"{mine[key]}; match --teacher-gates/--teacher-squash to that run")
-        # rebuilt, so that a config written before a key existed reads with that key's default
-        if build_structure(config["structure"]).config() != mine["structure"]:
+        # rebuilt, so that a config written before a key existed reads with that key's default; the seed only drew
+        # the structure's initial weights, which the loaded ones replace (the paper's protocol: another seed's student)
+        theirs = {k: v for k, v in build_structure(config["structure"]).config().items() if k != "seed"}
+        if theirs != {k: v for k, v in mine["structure"].items() if k != "seed"}:
             raise L2TConfigError(f"the teacher in {source} uses loss structure {config['structure']} but this run asks "
-                             f"for {mine['structure']}; match --teacher-structure, --teacher-smoothing, "
-                             f"--teacher-rank and --seed to that run")
+                                 f"for {mine['structure']}; match --teacher-structure, --teacher-smoothing and "
+                                 f"--teacher-rank to that run")

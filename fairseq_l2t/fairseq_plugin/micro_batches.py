@@ -51,9 +51,19 @@ def stack_micro_batches(samples: list[dict], pad: int, left_pad_source: bool, le
     }
 
 
-def sentences_within(sample: dict, max_tokens: int, pad: int, seed: int) -> tuple[dict, bool]:
-    """A random part of `sample`'s sentences (in their order) with at most `max_tokens` target tokens, at
-    least one sentence; and whether that is the whole sample (always so for max_tokens 0)."""
+def _trim(tokens: Tensor, pad: int, left: bool) -> Tensor:
+    """Drop the columns that hold only padding (an LSTM encoder packs exactly max(src_lengths) steps)."""
+    used = tokens.ne(pad).any(0).nonzero()
+    if used.numel() == 0:
+        return tokens
+    return tokens[:, int(used.min()):] if left else tokens[:, :int(used.max()) + 1]
+
+
+def sentences_within(sample: dict, max_tokens: int, pad: int, seed: int, left_pad_source: bool,
+                     left_pad_target: bool) -> tuple[dict, bool]:
+    """A random part of `sample`'s sentences (in their order, re-padded to their own length) with at most
+    `max_tokens` target tokens, at least one sentence; and whether that is the whole sample (always so for
+    max_tokens 0)."""
     lengths = sample["target"].ne(pad).sum(1)
     if max_tokens == 0 or int(lengths.sum()) <= max_tokens:
         return sample, True
@@ -61,11 +71,15 @@ def sentences_within(sample: dict, max_tokens: int, pad: int, seed: int) -> tupl
     order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed)).to(lengths.device)
     count = max(1, int((lengths[order].cumsum(0) <= max_tokens).sum()))
     kept = order[:count].sort().values
+    target = _trim(sample["target"][kept], pad, left_pad_target)
     net_input = sample["net_input"]
+    prev, width = net_input["prev_output_tokens"][kept], target.size(1)
     return {
         "id": sample["id"][kept],
         "nsentences": count,
         "ntokens": int(lengths[kept].sum()),
-        "net_input": {name: net_input[name][kept] for name in ("src_tokens", "src_lengths", "prev_output_tokens")},
-        "target": sample["target"][kept],
+        "net_input": {"src_tokens": _trim(net_input["src_tokens"][kept], pad, left_pad_source),
+                      "src_lengths": net_input["src_lengths"][kept],
+                      "prev_output_tokens": prev[:, -width:] if left_pad_target else prev[:, :width]},
+        "target": target,
     }, False

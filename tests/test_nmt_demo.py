@@ -1,0 +1,41 @@
+"""The NMT results script's bookkeeping: which runs it plans, which teacher a reused run loads, and the
+degeneration measure it reports (the runs themselves take hours: scripts/nmt_demo.py --reuse)."""
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import nmt_demo  # noqa: E402
+
+
+def test_repeated_4gram_share_counts_repeats_within_a_hypothesis_only():
+    assert nmt_demo.repeated_4gram_share(["a b c d e", "a b c d"]) == 0.0  # repeats across sentences do not count
+    # "the the the the the the": 3 four-grams, all the same: 2 repeats
+    assert nmt_demo.repeated_4gram_share(["the the the the the the"]) == pytest.approx(2 / 3)
+    assert nmt_demo.repeated_4gram_share(["too short", ""]) == 0.0
+
+
+def test_a_reused_teacher_always_comes_from_another_seeds_online_run():
+    assert nmt_demo.reused_from(1, [1, 2]) == 2 and nmt_demo.reused_from(2, [1, 2]) == 1
+    assert nmt_demo.reused_from(7, [3, 5, 7]) == 3
+    with pytest.raises(SystemExit, match="at least two --seeds"):
+        nmt_demo.reused_from(1, [1])
+
+
+def test_the_plan_trains_every_online_teacher_before_a_run_reuses_it():
+    args = argparse.Namespace(models=["transformer", "lstm"], seeds=[1, 2], protocols=["online", "reused"],
+                              lstm_protocol="online")
+    runs = nmt_demo.plan(args)
+    assert len(runs) == len(set(runs)) == 2 * 4 + 3
+    for model, loss, protocol, seed in runs:
+        if protocol == "reused":
+            teacher = (model, "l2t_dlf", "online", nmt_demo.reused_from(seed, args.seeds))
+            assert runs.index(teacher) < runs.index((model, loss, protocol, seed))
+    assert [r for r in runs if r[0] == "lstm"] == [("lstm", "ce", "fixed", 1), ("lstm", "label_smoothing", "fixed", 1),
+                                                   ("lstm", "l2t_dlf", "online", 1)]
+    # an LSTM taught by a reused teacher gets that teacher's online run on the next seed
+    args.lstm_protocol = "reused"
+    lstm = [r for r in nmt_demo.plan(args) if r[0] == "lstm"]
+    assert lstm[2:] == [("lstm", "l2t_dlf", "online", 2), ("lstm", "l2t_dlf", "reused", 1)]
