@@ -14,9 +14,8 @@ compute the same exact gradient:
                   grow with T, at the price of recomputing forward steps.
 - "one_step":     T = 1 only, with no double backward: the step's teacher
                   term is one forward-mode product of the log-probabilities
-                  along the dev gradient (see one_step_hypergradient), about
-                  one plain update; and the step's gradient can be the real
-                  update's, reused.
+                  along the dev gradient (see one_step_hypergradient), and the
+                  step's gradient can be the real update's, reused.
 
 Reverse step t, with (dw, dv) the adjoints of (w_{t+1}, v_{t+1}):
     dv' = dv - lr * dw
@@ -43,8 +42,8 @@ from typing import Callable, Container, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.autograd import forward_ad
 from torch import Tensor
+from torch.autograd import forward_ad
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .dev_objectives import DevObjective
@@ -453,16 +452,15 @@ def one_step_hypergradient(unroll: Unroll, start: StudentSnapshot, direction: Se
     tracker = unroll.tracker.copy()
     features = _features_at(unroll, tracker, 0)
     state = start.detached()
+    buffers = {k: b.clone() for k, b in state.buffers.items()}  # with `direction`, the real forward moved them
     if direction is None:
-        params = tuple(p.requires_grad_() for p in start.detached().params)
-        buffers = {k: b.clone() for k, b in state.buffers.items()}
+        params = tuple(p.detach().requires_grad_() for p in state.params)
         with torch.no_grad():
             phi = unroll.teacher(features)
         grads, _, _ = _training_gradients(unroll, params, buffers, 0, phi, create_graph=False)
         if unroll.grad_sync is not None:
             grads = _synced_step_direction(unroll, grads, params)
     else:
-        buffers = {k: b.clone() for k, b in state.buffers.items()}  # the real step's forward already moved them
         grads = unroll.sgd.with_weight_decay([d.detach() for d in direction], state.params)
     new_params, velocity = unroll.sgd.step(state.params, state.velocity, [g.detach() for g in grads])
     final = StudentSnapshot(new_params, velocity, buffers)

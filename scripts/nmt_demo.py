@@ -127,23 +127,44 @@ def train_run(args, model: str, loss: str, protocol: str, seed: int, runs: Path)
     log = run([str(BIN / "fairseq-train"), str(args.data_bin), "--user-dir", str(REPO / "fairseq_l2t"), *ARCHS[model],
                *extra, "--max-tokens", str(args.max_tokens), "--max-update", str(args.updates), "--cpu",
                "--seed", str(seed), "--save-dir", str(save), "--no-epoch-checkpoints", "--disable-validation",
-               "--save-interval-updates", str(interval), "--keep-interval-updates", str(CURVE_POINTS + 1),
+               "--save-interval-updates", str(interval), "--keep-interval-updates", str(CURVE_POINTS),
                "--log-interval", "100", "--no-progress-bar", "--num-workers", "0"], save / "train.log", append=True)
     minutes = (time.perf_counter() - started) / 60
-    nll = re.findall(r"train_inner .*?nll_loss=([\d.]+)", log)
+    nll = re.findall(r"(?:train_inner|\| train \|) .*?nll_loss[= ]([\d.]+)", log)  # the last logged, in bits
     bleu, hypotheses = decode(args.data_bin, save / "checkpoint_last.pt", "test", args.beam, save / "test.log")
     row = {"model": model, "loss": loss, "protocol": protocol if loss == "l2t_dlf" else "fixed", "seed": seed,
            "updates": args.updates, "test_bleu": bleu, "train_nll": float(nll[-1]) if nll else None,
            "minutes": round(minutes, 1), "repeated_4grams": repeated_4gram_share(hypotheses)}
-    if loss == "ce":  # valid BLEU along training: has CE stopped improving at this budget?
-        row["valid_bleu_curve"] = [
-            [updates, decode(args.data_bin, save / f"checkpoint_1_{updates}.pt", "valid", args.beam,
-                             save / f"valid_{updates}.log")[0]]
-            for updates in range(interval, args.updates + 1, interval) if (save / f"checkpoint_1_{updates}.pt").is_file()]
-        row["valid_bleu_curve"] += [[args.updates, decode(args.data_bin, save / "checkpoint_last.pt", "valid",
-                                                          args.beam, save / "valid_last.log")[0]]]
+    if loss == "ce":  # valid BLEU along training (has CE stopped improving?) beside the teacher's reward surrogate
+        row["valid_bleu_curve"] = [[updates, decode(args.data_bin, path, "valid", args.beam,
+                                                    save / f"valid_{updates}.log")[0], expected_bleu_surrogate(path)]
+                                   for updates, path in interval_checkpoints(save)]
     row_file.write_text(json.dumps(row, indent=1) + "\n")
     return row
+
+
+def expected_bleu_surrogate(checkpoint: Path) -> float:
+    """The teacher's reward, expected BLEU (teacher-forced), averaged over the valid split's batches of 32."""
+    import torch
+    from fairseq import checkpoint_utils
+
+    import fairseq_l2t.fairseq_plugin.checkpoint_safety  # noqa: F401  (weights-only loading of fairseq files)
+    from fairseq_l2t.expected_bleu import expected_bleu_dev_objective
+
+    (model,), _, task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)])
+    task.load_dataset("valid")
+    objective = expected_bleu_dev_objective(task.target_dictionary.pad(), task.target_dictionary.eos())
+    batches = task.get_batch_iterator(task.dataset("valid"), max_sentences=32).next_epoch_itr(shuffle=False)
+    model.eval()
+    with torch.no_grad():
+        values = [1.0 - float(objective(model(**b["net_input"])[0], b["target"])) for b in batches]
+    return sum(values) / len(values)
+
+
+def interval_checkpoints(save: Path) -> list[tuple[int, Path]]:
+    """fairseq's checkpoint_EPOCH_UPDATES.pt files of a run, by updates."""
+    found = [(int(path.stem.rsplit("_", 1)[1]), path) for path in save.glob("checkpoint_*_*.pt")]
+    return sorted(found)
 
 
 def reused_from(seed: int, seeds: list[int]) -> int:
@@ -184,23 +205,36 @@ def table(rows: list[dict], args) -> str:
         nll = [r["train_nll"] for r in group if r["train_nll"] is not None]
         lines.append(f"| {model} | {loss} | {protocol} | {', '.join(str(r['seed']) for r in group)} | "
                      f"{statistics.mean(bleus):.2f} | {', '.join(f'{b:.2f}' for b in bleus)} | {vs_ce} | "
-                     f"{statistics.mean(nll):.2f} | {statistics.mean(r['repeated_4grams'] for r in group):.3f} | "
+                     f"{f'{statistics.mean(nll):.2f}' if nll else ''} | "
+                     f"{statistics.mean(r['repeated_4grams'] for r in group):.3f} | "
                      f"{statistics.mean(r['minutes'] for r in group):.1f} |")
-    curves = [f"- {r['model']} CE seed {r['seed']}: " + ", ".join(f"{u}: {b:.2f}" for u, b in r["valid_bleu_curve"])
-              for r in rows if "valid_bleu_curve" in r]
+    curves = [f"- {r['model']} CE seed {r['seed']}: " + ", ".join(f"{u}: {b:.2f} ({e:.3f})"
+                                                                   for u, b, e in r["valid_bleu_curve"])
+              + f"; correlation {correlation(r['valid_bleu_curve']):+.2f}" for r in rows if "valid_bleu_curve" in r]
     return "\n".join(lines) + (
         f"\n\nDing de-en (train 16,025 / valid 1,000 / test 1,000 pairs), joint sentencepiece {args.vocab}, "
         f"{args.updates} updates of <= {args.max_tokens} tokens for every run, beam {args.beam}, "
         f"{os.cpu_count()} CPU cores; L2T-DLF: soft_target_lowrank teacher starting at label smoothing 0.1, "
         f"updated every {args.teacher_interval} updates (one-step lookahead, expected-BLEU reward on valid).\n"
-        f"\nValid BLEU of CE along training (updates: BLEU):\n" + "\n".join(curves) + "\n")
+        f"\nValid BLEU of CE along training (updates: sacrebleu of the decoded output (the teacher's reward "
+        f"surrogate, teacher-forced expected BLEU)), and the correlation of the two:\n" + "\n".join(curves) + "\n")
+
+
+def correlation(curve: list[list[float]]) -> float:
+    """Pearson correlation of decoded BLEU and expected BLEU over the checkpoints (nan for fewer than 3)."""
+    if len(curve) < 3:
+        return float("nan")
+    return statistics.correlation([b for _, b, _ in curve], [e for _, _, e in curve])
 
 
 def plot_teachers(runs: Path, rows: list[dict], data_bin: Path, out: Path) -> Path | None:
     """The online teachers' smoothing mass and scale (means over target types, weighted by their training
     frequency) at the saved checkpoints, against updates."""
+    import logging
+
     import matplotlib
     matplotlib.use("Agg")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's logging set-up lets its font search through
     import matplotlib.pyplot as plt
     import torch
     from fairseq.data import Dictionary
@@ -216,7 +250,7 @@ def plot_teachers(runs: Path, rows: list[dict], data_bin: Path, out: Path) -> Pa
     for r in online:
         save = runs / f"{r['model']}-l2t_dlf-online-seed{r['seed']}"
         points = []
-        for path in sorted(save.glob("checkpoint_1_*.pt"), key=lambda p: int(p.stem.rsplit("_", 1)[1])):
+        for updates, path in interval_checkpoints(save):
             extra = torch.load(path, map_location="cpu", weights_only=True)["extra_state"]["L2TTranslationTask"]
             teacher = Teacher.from_config(extra["controller"]["teacher"]["config"])
             teacher.load_state_dict(extra["controller"]["teacher"]["state"])
@@ -227,7 +261,7 @@ def plot_teachers(runs: Path, rows: list[dict], data_bin: Path, out: Path) -> Pa
             weights = torch.tensor(Dictionary.load(str(data_bin / "dict.en.txt")).count, dtype=torch.float32)
             eps = phi["eps"].clamp(0, 1)
             scale = phi["log_scale"].exp() if "log_scale" in phi else torch.ones_like(eps)
-            points.append((int(path.stem.rsplit("_", 1)[1]), float((eps * weights).sum() / weights.sum()),
+            points.append((updates, float((eps * weights).sum() / weights.sum()),
                            float((scale * weights).sum() / weights.sum())))
         if points:
             updates, mass, scale = zip(*points)

@@ -204,11 +204,14 @@ class L2TTranslationTask(TranslationTask):
         self._reuses_real_step = self._engine == "one_step" and not (
             cfg.clip_norm > 0 or cfg.sentence_avg or cfg.fp16 or cfg.bf16 or cfg.amp or max(cfg.update_freq) > 1)
         self._real_loss_is_teachers = False
-        how = {"one_step": "one_step engine, " + ("reusing the real update's gradient" if self._reuses_real_step else
-                                                  "its own step (reuse needs one micro-batch per update, token "
-                                                  "averaging and no --clip-norm/--fp16/--bf16/--amp)")}
-        logger.info(f"teacher updates: {how.get(self._engine, self._engine + ' engine')}, "
-                    f"{cfg.lookahead_steps} lookahead step(s) on "
+        if self._engine != "one_step":
+            how = f"{self._engine} engine"
+        elif self._reuses_real_step:
+            how = "one_step engine, reusing the real update's gradient"
+        else:
+            how = ("one_step engine with its own step (reuse needs one micro-batch per update, token averaging and "
+                   "no --clip-norm/--fp16/--bf16/--amp)")
+        logger.info(f"teacher updates: {how}, {cfg.lookahead_steps} lookahead step(s) on "
                     f"{cfg.lookahead_tokens or 'all the'} target tokens of the update")
         self._reward_batches: list[dict] | None = None
         self._phi_cache: tuple[int, dict] | None = None
