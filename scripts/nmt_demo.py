@@ -220,10 +220,12 @@ def table(rows: list[dict], args) -> str:
 
 
 def correlation(curve: list[list[float]]) -> float:
-    """Pearson correlation of decoded BLEU and expected BLEU over the checkpoints (nan for fewer than 3)."""
-    if len(curve) < 3:
+    """Pearson correlation of decoded BLEU and expected BLEU over the checkpoints (nan for fewer than 3, or
+    where one of them never moved, as in a run too short to translate anything)."""
+    bleu, expected = [b for _, b, _ in curve], [e for _, _, e in curve]
+    if len(curve) < 3 or len(set(bleu)) < 2 or len(set(expected)) < 2:
         return float("nan")
-    return statistics.correlation([b for _, b, _ in curve], [e for _, _, e in curve])
+    return statistics.correlation(bleu, expected)
 
 
 def plot_teachers(runs: Path, rows: list[dict], data_bin: Path, out: Path) -> Path | None:

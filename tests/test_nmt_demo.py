@@ -1,6 +1,8 @@
 """The NMT results script's bookkeeping: which runs it plans, which teacher a reused run loads, and the
 degeneration measure it reports (the runs themselves take hours: scripts/nmt_demo.py --reuse)."""
 import argparse
+import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -39,3 +41,10 @@ def test_the_plan_trains_every_online_teacher_before_a_run_reuses_it():
     args.lstm_protocol = "reused"
     lstm = [r for r in nmt_demo.plan(args) if r[0] == "lstm"]
     assert lstm[2:] == [("lstm", "l2t_dlf", "online", 2), ("lstm", "l2t_dlf", "reused", 1)]
+
+
+def test_the_surrogate_correlation_is_nan_where_it_is_undefined():
+    rising = [[1000, 1.0, 0.02], [2000, 3.0, 0.03], [3000, 4.0, 0.05]]
+    assert nmt_demo.correlation(rising) == pytest.approx(statistics.correlation([1.0, 3.0, 4.0], [0.02, 0.03, 0.05]))
+    assert math.isnan(nmt_demo.correlation(rising[:2]))
+    assert math.isnan(nmt_demo.correlation([[u, 0.0, e] for u, _, e in rising]))  # nothing translated yet
