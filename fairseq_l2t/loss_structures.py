@@ -156,6 +156,12 @@ class _WellPosedStructure:
         scale = params["log_scale"].exp()
         return scale if target is None else scale[target]
 
+    def mass_and_scale(self, params: LossParams) -> tuple[Tensor, Tensor]:
+        """The smoothing mass eps and the loss scale a that `params` give (a = 1 with a fixed scale), for reports."""
+        eps = _smoothing_mass(params["eps"])
+        scale = self._scale(params)
+        return eps, scale if isinstance(scale, Tensor) else torch.ones_like(eps)
+
     def config(self) -> dict:
         return {"kind": self.kind, "num_classes": self.num_classes, "smoothing": self.smoothing,
                 "fixed_scale": self.fixed_scale}

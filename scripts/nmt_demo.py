@@ -247,6 +247,7 @@ def plot_teachers(runs: Path, rows: list[dict], data_bin: Path, out: Path) -> Pa
     online = [r for r in rows if r["loss"] == "l2t_dlf" and r["protocol"] == "online"]
     if not online:
         return None
+    weights = torch.tensor(Dictionary.load(str(data_bin / "dict.en.txt")).count, dtype=torch.float32)
     fig, (mass_ax, scale_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
     for r in online:
         save = runs / f"{r['model']}-l2t_dlf-online-seed{r['seed']}"
@@ -259,9 +260,7 @@ def plot_teachers(runs: Path, rows: list[dict], data_bin: Path, out: Path) -> Pa
             state.load_state_dict(extra["student_state"])
             with torch.no_grad():
                 phi = teacher(state.features())
-            weights = torch.tensor(Dictionary.load(str(data_bin / "dict.en.txt")).count, dtype=torch.float32)
-            eps = phi["eps"].clamp(0, 1)
-            scale = phi["log_scale"].exp() if "log_scale" in phi else torch.ones_like(eps)
+            eps, scale = teacher.structure.mass_and_scale(phi)
             points.append((updates, float((eps * weights).sum() / weights.sum()),
                            float((scale * weights).sum() / weights.sum())))
         if points:

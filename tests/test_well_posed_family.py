@@ -131,3 +131,21 @@ def test_a_fixed_scale_leaves_the_teacher_no_loss_scale(kind):
     torch.testing.assert_close(structure.dense(moved).sum(0), torch.ones(C, dtype=torch.float64))
     rebuilt = build_structure(structure.config())
     assert rebuilt.fixed_scale and "log_scale" not in rebuilt.init_params()
+
+
+@pytest.mark.parametrize("fixed_scale", [False, True])
+@pytest.mark.parametrize("kind", KINDS)
+def test_mass_and_scale_report_the_loss_that_the_parameters_give(kind, fixed_scale):
+    """The reported scale a is each column sum of W, and for label smoothing's family the reported eps is the
+    one its diagonal a (1 - eps + eps / C) encodes; a raw mass outside [0, 1] reports as clamped."""
+    structure = kind(C, 0.1, fixed_scale=fixed_scale)
+    params = structure.init_params(torch.float64)
+    generator = torch.Generator().manual_seed(5)
+    moved = {k: v + 0.3 * torch.randn(v.shape, generator=generator, dtype=torch.float64) for k, v in params.items()}
+    eps, scale = structure.mass_and_scale(moved)
+    torch.testing.assert_close(scale.expand(C), structure.dense(moved).sum(0))
+    if kind is SmoothingStructure:
+        diagonal = structure.dense(moved).diagonal()
+        torch.testing.assert_close(eps.expand(C), (1 - diagonal / scale) * C / (C - 1))
+    moved["eps"] = torch.full_like(moved["eps"], 1.7)
+    assert torch.equal(structure.mass_and_scale(moved)[0], torch.ones_like(moved["eps"]))

@@ -70,7 +70,7 @@ from omegaconf import II
 from ..distributed import all_reduce_sum, check_identical, is_distributed, rank, world_size
 from ..expected_bleu import expected_bleu_dev_objective
 from ..functional_student import FunctionalStudent, SGDConfig
-from ..hypergradient import RngState, Unroll, hypergradient, one_step_hypergradient, rng_state
+from ..hypergradient import ENGINES, RngState, Unroll, hypergradient, one_step_hypergradient, rng_state
 from ..loss_structures import WELL_POSED_KINDS, build_structure, resolve_prob_floor
 from ..non_finite import NonFiniteStop, all_finite
 from ..state_features import StudentState
@@ -94,7 +94,7 @@ class L2TTranslationConfig(TranslationConfig):
     lookahead_steps: int = field(
         default=1, metadata={"help": "k differentiable student SGD steps before the dev reward"})
     lookahead_lr: float = field(default=0.1, metadata={"help": "SGD learning rate of the lookahead steps"})
-    lookahead_engine: ChoiceEnum(["auto", "one_step", "stored", "checkpointed"]) = field(
+    lookahead_engine: ChoiceEnum(["auto", *(engine for engine in ENGINES if engine != "unrolled")]) = field(
         default="auto", metadata={"help": "hypergradient engine of the lookahead: one_step (one step, no double "
                                           "backward, reuses the real update where exact), stored or checkpointed "
                                           "(any number of steps; checkpointed keeps memory flat); auto: one_step "
