@@ -257,19 +257,24 @@ class LowRankSoftTargetStructure(_WellPosedStructure):
         return {"eps": torch.full((c,), self.smoothing, dtype=dtype), "U": torch.zeros(c, self.rank, dtype=dtype),
                 "V": v.to(dtype), **self._scale_params((c,), dtype)}
 
-    def _spread_logits(self, params: LossParams, target: Tensor) -> Tensor:
-        """N x C: row n holds the logits of where target y_n's smoothing mass goes."""
-        return params["V"].index_select(0, target) @ params["U"].T
+    def _spread(self, params: LossParams, target: Tensor) -> Tensor:
+        """N x C: row n is where target y_n's smoothing mass goes, softmax(U V[y_n]).
+
+        Computed once per distinct target and then indexed: a batch of text has
+        far fewer types than tokens, and the softmax over C is most of the cost.
+        """
+        types, of_token = torch.unique(target, return_inverse=True)
+        return torch.softmax(params["V"].index_select(0, types) @ params["U"].T, dim=-1).index_select(0, of_token)
 
     def score(self, lprobs: Tensor, target: Tensor, params: LossParams) -> Tensor:
         eps = _smoothing_mass(params["eps"])[target]
-        smoothed = (lprobs * torch.softmax(self._spread_logits(params, target), dim=-1)).sum(-1)
+        smoothed = (lprobs * self._spread(params, target)).sum(-1)
         hard = lprobs.gather(1, target.unsqueeze(1)).squeeze(1)
         return self._scale(params, target) * ((1 - eps) * hard + eps * smoothed)
 
     def diagonal(self, params: LossParams, target: Tensor) -> Tensor:
         eps = _smoothing_mass(params["eps"])[target]
-        own = torch.softmax(self._spread_logits(params, target), dim=-1).gather(1, target.unsqueeze(1)).squeeze(1)
+        own = self._spread(params, target).gather(1, target.unsqueeze(1)).squeeze(1)
         return self._scale(params, target) * (1 - eps + eps * own)
 
     def dense(self, params: LossParams) -> Tensor:

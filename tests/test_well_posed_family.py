@@ -67,6 +67,27 @@ def test_the_loss_is_minimised_where_the_student_predicts_the_target_distributio
     assert dynamic_loss(F.log_softmax(sharper, -1), target, structure, params, squash=False, reduction="sum") > loss
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_structured_loss_is_the_dense_matrixs_loss_in_value_and_gradient(kind):
+    """score (per distinct target, no C x C matrix) = -lprobs . W[:, y], and so are the teacher's gradients,
+    on a batch whose targets repeat."""
+    structure = kind(C, 0.1)
+    generator = torch.Generator().manual_seed(6)
+    params = {k: v.requires_grad_() for k, v in adversarial_params(structure, generator, magnitude=1.0).items()}
+    lprobs = F.log_softmax(torch.randn(40, C, generator=generator, dtype=torch.float64), -1)
+    target = torch.randint(0, C, (40,), generator=generator)
+    structured = structure.score(lprobs, target, params)
+    dense = (lprobs * structure.dense(params)[:, target].T).sum(-1)
+    torch.testing.assert_close(structured, dense)
+    weights = torch.rand(40, generator=generator, dtype=torch.float64)
+    names = list(params)
+    grads = torch.autograd.grad((structured * weights).sum(), [params[n] for n in names])
+    dense_grads = torch.autograd.grad((dense * weights).sum(), [params[n] for n in names])
+    for name, g, d in zip(names, grads, dense_grads):
+        torch.testing.assert_close(g, d, msg=name)
+    torch.testing.assert_close(structure.diagonal(params, target), structure.dense(params).diagonal()[target])
+
+
 def test_adversarial_teacher_cannot_make_a_real_batch_loss_negative():
     """A teacher whose every parameter is pushed to extremes still hands out a loss >= 0 on real digits."""
     from image_cls.data import BatchStream, load_splits
