@@ -130,13 +130,15 @@ def test_the_cheap_teacher_update_reuses_the_real_step_and_moves_the_teacher_as_
         data_bin, tmp_path, arch):
     """One lookahead step: the one_step engine with the real update's gradient (the default) and the stored
     engine's double backward give the same hypergradient (plain SGD teacher, no clipping: the teacher's move
-    is the hypergradient); --lookahead-tokens takes a part of the batch, so another one.  The LSTM's packed
-    sequences have no forward-mode derivative: there the engine takes its double-backward product."""
+    is the hypergradient); --lookahead-tangent finite_difference comes close to it; --lookahead-tokens takes a
+    part of the batch, so another one.  The LSTM's packed sequences have no forward-mode derivative: there the
+    engine takes its double-backward product."""
     common = ["--criterion", "l2t_dynamic", "--dropout", "0", "--max-update", "1", "--teacher-update-interval", "1",
               "--teacher-optimizer", "sgd", "--teacher-lr", "1e5", "--teacher-max-grad-norm", "0",
               "--teacher-structure", "soft_target_lowrank", "--teacher-smoothing", "0.1"]
     settings = {"frozen": ["--teacher-update-interval", "0"], "default": [],
-                "stored": ["--lookahead-engine", "stored"], "part": ["--lookahead-tokens", "60"]}
+                "stored": ["--lookahead-engine", "stored"], "part": ["--lookahead-tokens", "60"],
+                "differences": ["--lookahead-tangent", "finite_difference"]}
     teachers, logs = {}, {}
     for name, extra in settings.items():
         done = train(data_bin, tmp_path / name, *common, *extra, arch=arch)
@@ -145,9 +147,11 @@ def test_the_cheap_teacher_update_reuses_the_real_step_and_moves_the_teacher_as_
         teachers[name] = torch.cat([v.reshape(-1).double() for v in state.values()])
     assert "one_step engine, reusing the real update's gradient" in logs["default"]
     assert "stored engine" in logs["stored"]
-    moved = {name: teachers[name] - teachers["frozen"] for name in ("default", "stored", "part")}
+    assert "reusing the real update's gradient, finite_difference tangent" in logs["differences"]
+    moved = {name: teachers[name] - teachers["frozen"] for name in ("default", "stored", "part", "differences")}
     assert moved["stored"].abs().max() > 1e-2
     assert relative_error(moved["default"], moved["stored"]) < 1e-3
+    assert 0 < relative_error(moved["differences"], moved["stored"]) < 1e-2
     assert relative_error(moved["part"], moved["stored"]) > 1e-2
 
 

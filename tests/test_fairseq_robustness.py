@@ -15,6 +15,7 @@ pytest.importorskip("fairseq")
 from test_fairseq_plugin import (BIN, COMMON, TINY_TRANSFORMER, binarize, model_state,  # noqa: E402
                                  teacher_state, train)
 
+BILINEAR = ["--teacher-structure", "lowrank"]  # the teacher whose loss needs the probability floor
 DETERMINISTIC = ["--criterion", "l2t_dynamic", "--dropout", "0", "--teacher-update-interval", "2",
                  "--teacher-horizon", "12"]
 
@@ -100,7 +101,7 @@ def test_killed_run_resumed_through_restore_file_ends_as_an_uninterrupted_run(da
 
 @pytest.fixture(scope="module")
 def saved_run(data_bin, tmp_path_factory) -> Path:
-    """checkpoint_last.pt of a one-update l2t_translation run on the fixture."""
+    """checkpoint_last.pt of a one-update l2t_translation run on the fixture (the default, well-posed teacher)."""
     root = tmp_path_factory.mktemp("saved")
     train(data_bin, root, "--criterion", "l2t_dynamic", "--max-update", "1", "--teacher-update-interval", "0")
     return root / "checkpoint_last.pt"
@@ -117,10 +118,10 @@ def edited_teacher(saved_run: Path, out: Path, **fills: float) -> Path:
 
 @pytest.fixture(scope="module")
 def overflowing_teacher(saved_run, tmp_path_factory) -> Path:
-    """A saved teacher with finite parameters whose loss overflows to inf: gates tanh(10) = 1, so
-    b = 3e38 + 2 * 3e38."""
-    return edited_teacher(saved_run, tmp_path_factory.mktemp("overflow") / "teacher.pt", base__b=3e38,
-                          delta__b=3e38, gate__bias=10.0)
+    """A saved teacher with finite parameters whose output overflows to inf: gates tanh(10) = 1, so
+    eps = 3e38 + 2 * 3e38."""
+    return edited_teacher(saved_run, tmp_path_factory.mktemp("overflow") / "teacher.pt", base__eps=3e38,
+                          delta__eps=3e38, gate__bias=10.0)
 
 
 def test_non_finite_teacher_loss_is_skipped_counted_and_the_student_keeps_training(data_bin, tmp_path,
@@ -164,7 +165,8 @@ def with_empty_subset(data_bin: Path, out: Path, subset: str) -> Path:
 
 
 @pytest.mark.parametrize("case", ["teacher_lr_zero", "lookahead_lr_nan", "lookahead_steps_zero",
-                                  "one_step_engine_for_two_steps", "lookahead_tokens_negative",
+                                  "one_step_engine_for_two_steps", "tangent_of_a_reverse_engine",
+                                  "lookahead_tokens_negative",
                                   "reward_batches_negative", "max_non_finite_zero", "prob_floor_one",
                                   "nan_teacher_init", "truncated_teacher_init", "empty_reward_subset",
                                   "well_posed_with_floor", "smoothing_of_a_bilinear_teacher"])
@@ -175,19 +177,21 @@ def test_more_bad_input_gives_one_line_error_and_writes_nothing(data_bin, saved_
         "lookahead_steps_zero": (["--lookahead-steps", "0"], "--lookahead-steps must be >= 1"),
         "one_step_engine_for_two_steps": (["--lookahead-engine", "one_step", "--lookahead-steps", "2"],
                                           "--lookahead-engine one_step differentiates one step"),
+        "tangent_of_a_reverse_engine": (["--lookahead-steps", "2", "--lookahead-tangent", "finite_difference"],
+                                        "--lookahead-tangent finite_difference is the one_step engine's"),
         "lookahead_tokens_negative": (["--lookahead-tokens", "-5"], "--lookahead-tokens must be >= 0, got -5"),
         "reward_batches_negative": (["--reward-batches", "-1"], "--reward-batches -1 must be 0 or a multiple"),
         "max_non_finite_zero": (["--max-non-finite", "0"], "--max-non-finite must be >= 1"),
-        "prob_floor_one": (["--teacher-prob-floor", "1"], "--teacher-prob-floor must be in [0, 1), got 1.0"),
+        "prob_floor_one": ([*BILINEAR, "--teacher-prob-floor", "1"], "--teacher-prob-floor must be in [0, 1), got 1.0"),
         "nan_teacher_init": (["--teacher-init", str(edited_teacher(saved_run, tmp_path / "nan.pt",
-                                                                  delta__d=float("nan")))],
+                                                                  delta__eps=float("nan")))],
                              "non-finite parameters"),
         "truncated_teacher_init": (["--teacher-init", str(truncated(saved_run, tmp_path / "half.pt"))],
                                    "truncated or corrupt"),
         "empty_reward_subset": (["--reward-subset", "heldout"], "--reward-subset heldout has no sentences"),
         "well_posed_with_floor": (["--teacher-structure", "smoothing", "--teacher-prob-floor", "1e-4"],
                                   "--teacher-structure smoothing is bounded below by construction"),
-        "smoothing_of_a_bilinear_teacher": (["--teacher-smoothing", "0.1"],
+        "smoothing_of_a_bilinear_teacher": ([*BILINEAR, "--teacher-smoothing", "0.1"],
                                             "--teacher-smoothing 0.1 needs a well-posed --teacher-structure"),
     }[case]
     data = with_empty_subset(data_bin, tmp_path / "bin", "heldout") if case == "empty_reward_subset" else data_bin

@@ -17,9 +17,13 @@ step's gradient (fairseq has already summed and normalised it over
 micro-batches and ranks; exact for the l2t_dynamic criterion with token
 averaging, no --clip-norm, no --fp16/--bf16/--amp and one micro-batch per
 update), and the teacher's term is one forward-mode pass that replays the
-real forward's dropout masks.  --lookahead-tokens N takes that term (or the
-whole lookahead, with more steps) on a random part of the update's
-sentences holding at most N target tokens: an estimate, for a cheaper update.
+real forward's dropout masks.  --lookahead-tangent finite_difference takes
+that term as a central difference of two plain forwards instead (not exact:
+about 1e-4 relative error in float32; cheaper on CPU, where PyTorch's
+forward mode costs about four plain forwards).  --lookahead-tokens N takes
+that term (or the whole lookahead, with more steps) on a random part of the
+update's sentences holding at most N target tokens: an estimate, for a
+cheaper update.
 
 Data parallelism (fairseq's --distributed-world-size): each rank looks ahead
 on its own batches with the gradient summed over ranks, the reward is averaged
@@ -43,12 +47,13 @@ one line, deferred to optimizer_step so that nothing poisoned is saved.
 Design decisions (documented, not from the paper): the lookahead uses plain
 SGD with --lookahead-lr whatever optimizer trains the student (differentiating
 through Adam is out of scope); the loss family is O(V r) over the target
-vocabulary: the bilinear W = diag + low rank (--teacher-structure lowrank,
-whose non-target log-probabilities are smoothly floored at
-log(--teacher-prob-floor): without it the unsquashed loss is unbounded below,
-and a 500-update Transformer run collapsed to repeating one word), or the
-well-posed soft_target_lowrank / smoothing, bounded below with no floor and
-starting exactly at label smoothing --teacher-smoothing;
+vocabulary: the well-posed soft_target_lowrank (the default) or smoothing,
+bounded below with no floor and starting exactly at label smoothing
+--teacher-smoothing; or the paper's bilinear W = diag + low rank
+(--teacher-structure lowrank, whose non-target log-probabilities are smoothly
+floored at log(--teacher-prob-floor): without it the unsquashed loss is
+unbounded below, and a 500-update Transformer run collapsed to repeating one
+word);
 state progress is updates seen / --teacher-horizon (default --max-update, or
 100k when no --max-update is set).  Configuration mistakes raise
 L2TConfigError, printed by fairseq-train as one line.
@@ -70,7 +75,7 @@ from omegaconf import II
 from ..distributed import all_reduce_sum, check_identical, is_distributed, rank, world_size
 from ..expected_bleu import expected_bleu_dev_objective
 from ..functional_student import FunctionalStudent, SGDConfig
-from ..hypergradient import ENGINES, RngState, Unroll, hypergradient, one_step_hypergradient, rng_state
+from ..hypergradient import ENGINES, TANGENTS, RngState, Unroll, hypergradient, one_step_hypergradient, rng_state
 from ..loss_structures import WELL_POSED_KINDS, build_structure, resolve_prob_floor
 from ..non_finite import NonFiniteStop, all_finite
 from ..state_features import StudentState
@@ -99,6 +104,11 @@ class L2TTranslationConfig(TranslationConfig):
                                           "backward, reuses the real update where exact), stored or checkpointed "
                                           "(any number of steps; checkpointed keeps memory flat); auto: one_step "
                                           "for one step, else stored"})
+    lookahead_tangent: ChoiceEnum(list(TANGENTS)) = field(
+        default="forward_mode", metadata={"help": "how the one_step engine differentiates the log-probabilities "
+                                                  "along the dev gradient: forward_mode (exact) or "
+                                                  "finite_difference (two plain forwards, about 1e-4 relative "
+                                                  "error in float32, cheaper on CPU)"})
     lookahead_tokens: int = field(
         default=0, metadata={"help": "look ahead on a random part of the update's sentences with at most this "
                                      "many target tokens (at least one sentence; 0: the whole update)"})
@@ -107,12 +117,12 @@ class L2TTranslationConfig(TranslationConfig):
         default="adam", metadata={"help": "the teacher's own optimizer"})
     teacher_max_grad_norm: float = field(
         default=1.0, metadata={"help": "clip the teacher's hypergradient norm (0: no clipping)"})
-    teacher_structure: ChoiceEnum(["lowrank", "soft_target_lowrank", "smoothing"]) = field(
-        default="lowrank", metadata={"help": "the teacher's loss family: lowrank (bilinear W = diag(d) + U V^T, with "
-                                             "the probability floor), or a well-posed one, bounded below and "
-                                             "minimised at a proper distribution with no floor: soft_target_lowrank "
-                                             "(per-type smoothing mass, scale and a rank-r spread of the mass) or "
-                                             "smoothing (one epsilon and one scale)"})
+    teacher_structure: ChoiceEnum(["soft_target_lowrank", "smoothing", "lowrank"]) = field(
+        default="soft_target_lowrank", metadata={
+            "help": "the teacher's loss family: a well-posed one, bounded below and minimised at a proper "
+                    "distribution with no floor: soft_target_lowrank (per-type smoothing mass, scale and a rank-r "
+                    "spread of the mass) or smoothing (one epsilon and one scale); or the bilinear lowrank "
+                    "(W = diag(d) + U V^T, unbounded below without the probability floor)"})
     teacher_smoothing: float = field(
         default=0.0, metadata={"help": "a well-posed teacher starts exactly at label smoothing with this epsilon "
                                        "(0: cross-entropy)"})
@@ -201,6 +211,10 @@ class L2TTranslationTask(TranslationTask):
         self._last_teacher_update = -1
         engine = str(cfg.lookahead_engine)
         self._engine = engine if engine != "auto" else "one_step" if cfg.lookahead_steps == 1 else "stored"
+        self._tangent = str(cfg.lookahead_tangent)
+        if self._tangent != "forward_mode" and self._engine != "one_step":
+            raise L2TConfigError(f"--lookahead-tangent {self._tangent} is the one_step engine's (one lookahead "
+                                 f"step); the {self._engine} engine differentiates in reverse mode")
         self._reuses_real_step = self._engine == "one_step" and not (
             cfg.clip_norm > 0 or cfg.sentence_avg or cfg.fp16 or cfg.bf16 or cfg.amp or max(cfg.update_freq) > 1)
         self._real_loss_is_teachers = False
@@ -211,6 +225,8 @@ class L2TTranslationTask(TranslationTask):
         else:
             how = ("one_step engine with its own step (reuse needs one micro-batch per update, token averaging and "
                    "no --clip-norm/--fp16/--bf16/--amp)")
+        if self._engine == "one_step":
+            how += f", {cfg.lookahead_tangent} tangent"
         logger.info(f"teacher updates: {how}, {cfg.lookahead_steps} lookahead step(s) on "
                     f"{cfg.lookahead_tokens or 'all the'} target tokens of the update")
         self._reward_batches: list[dict] | None = None
@@ -341,9 +357,9 @@ class L2TTranslationTask(TranslationTask):
             direction = [torch.zeros_like(named[n]) if named[n].grad is None else named[n].grad
                          for n in student.param_names]
             replay = self._update_samples[0][2] if whole else None  # a part of the batch draws other masks
-            result = one_step_hypergradient(unroll, student.snapshot(), direction, replay)
+            result = one_step_hypergradient(unroll, student.snapshot(), direction, replay, self._tangent)
         else:
-            result = one_step_hypergradient(unroll, student.snapshot())
+            result = one_step_hypergradient(unroll, student.snapshot(), tangent=self._tangent)
         if self.controller.step([result], f"update {update_num}"):
             self.student_state.observe_dev(min(max(1.0 - result.dev_objective, 0.0), 1.0))
         else:
