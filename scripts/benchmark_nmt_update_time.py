@@ -4,8 +4,9 @@ Same data, model, batches and optimizer, measured side by side in one process:
 fairseq's own Trainer.train_step on identical pre-collated batches, for
 a frozen teacher and teacher-update intervals 1 and 10 (soft_target_lowrank
 teacher starting at label smoothing 0.1), with the default
-one_step engine (the real update reused) and with the stored engine (double
-backward), for the demo's small Transformer and transformer_iwslt_de_en.
+one_step engine (the real update reused, forward-mode tangent), with its
+finite-difference tangent and with the stored engine (double backward), for
+the demo's small Transformer and transformer_iwslt_de_en.
 Printed and written as JSON: ms per update, the ratio to label smoothing,
 and what one teacher update costs in plain updates (interval 1 minus frozen).
 Targets: a teacher update at most 2 plain updates; interval 10 at most 1.3x.
@@ -97,9 +98,13 @@ def main() -> None:
                                          "--label-smoothing", "0.1"],
         "l2t_dynamic, frozen teacher": [*l2t, "--teacher-update-interval", "0"],
         "l2t_dynamic, interval 1": [*l2t, "--teacher-update-interval", "1"],
+        "l2t_dynamic, interval 1, finite-difference tangent": [*l2t, "--teacher-update-interval", "1",
+                                                              "--lookahead-tangent", "finite_difference"],
         "l2t_dynamic, interval 1, stored engine": [*l2t, "--teacher-update-interval", "1", "--lookahead-engine",
                                                   "stored"],
         "l2t_dynamic, interval 10": [*l2t, "--teacher-update-interval", "10"],
+        "l2t_dynamic, interval 10, finite-difference tangent": [*l2t, "--teacher-update-interval", "10",
+                                                               "--lookahead-tangent", "finite_difference"],
         "l2t_dynamic, interval 10, stored engine": [*l2t, "--teacher-update-interval", "10", "--lookahead-engine",
                                                     "stored"],
         "l2t_dynamic, interval 10, lookahead on 1000 tokens": [*l2t, "--teacher-update-interval", "10",
@@ -124,13 +129,15 @@ def main() -> None:
                "over_label_smoothing": {name: value / plain for name, value in seconds.items()},
                "teacher_update_in_plain_updates": {
                    engine: (seconds[f"l2t_dynamic, interval 1{suffix}"] - frozen) / plain
-                   for engine, suffix in (("one_step", ""), ("stored", ", stored engine"))
+                   for engine, suffix in (("one_step", ""), ("one_step, finite-difference tangent",
+                                                             ", finite-difference tangent"),
+                                          ("stored", ", stored engine"))
                    if f"l2t_dynamic, interval 1{suffix}" in seconds}}
         report["models"][model_name] = row
         for name, value in seconds.items():
-            print(f"  {name:42s} {1000 * value:8.1f} ms/update   {value / plain:5.2f}x label smoothing")
+            print(f"  {name:52s} {1000 * value:8.1f} ms/update   {value / plain:5.2f}x label smoothing")
         for engine, cost in row["teacher_update_in_plain_updates"].items():
-            print(f"  one teacher update ({engine} engine): {cost:.2f} plain updates")
+            print(f"  one teacher update ({engine}): {cost:.2f} plain updates")
         print()
     print("targets: a teacher update at most 2 plain updates; interval 10 at most 1.3x label smoothing")
     path.parent.mkdir(parents=True, exist_ok=True)
