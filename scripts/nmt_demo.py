@@ -175,16 +175,18 @@ def reused_from(seed: int, seeds: list[int]) -> int:
 
 
 def plan(args) -> list[tuple[str, str, str, int]]:
-    """(model, loss, protocol, seed) of every run, online teachers before the runs that reuse them."""
+    """(model, loss, protocol, seed) of every run: a seed's CE, LS and online teacher together (a table cut
+    short is already paired), and online teachers before the runs that reuse them."""
     runs = []
     for model in args.models:
         seeds = args.seeds if model == "transformer" else args.seeds[:1]
         protocols = args.protocols if model == "transformer" else [args.lstm_protocol]
-        runs += [(model, loss, "fixed", seed) for seed in seeds for loss in ("ce", "label_smoothing")]
         reused = [p for p in protocols if p != "online"]
         teachers = {seed for seed in seeds if "online" in protocols}
         teachers |= {reused_from(seed, args.seeds) for seed in seeds if reused}
-        runs += [(model, "l2t_dlf", "online", seed) for seed in args.seeds if seed in teachers]
+        for seed in args.seeds:
+            runs += [(model, loss, "fixed", seed) for loss in ("ce", "label_smoothing") if seed in seeds]
+            runs += [(model, "l2t_dlf", "online", seed)] if seed in teachers else []
         runs += [(model, "l2t_dlf", p, seed) for p in reused for seed in seeds]
     return runs
 

@@ -31,6 +31,8 @@ def test_the_plan_trains_every_online_teacher_before_a_run_reuses_it():
                               lstm_protocol="online")
     runs = nmt_demo.plan(args)
     assert len(runs) == len(set(runs)) == 2 * 4 + 3
+    assert runs[:3] == [("transformer", "ce", "fixed", 1), ("transformer", "label_smoothing", "fixed", 1),
+                        ("transformer", "l2t_dlf", "online", 1)]  # one seed's comparison first
     for model, loss, protocol, seed in runs:
         if protocol == "reused":
             teacher = (model, "l2t_dlf", "online", nmt_demo.reused_from(seed, args.seeds))
