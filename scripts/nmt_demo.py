@@ -302,18 +302,24 @@ def main() -> None:
                         help="keep finished runs (row.json) and resume unfinished ones from their checkpoints")
     args = parser.parse_args()
     prepare_data(args.data_bin, args.vocab)
-    rows = []
-    for model, loss, protocol, seed in plan(args):
+    runs, rows = plan(args), []
+    for model, loss, protocol, seed in runs:
         rows.append(train_run(args, model, loss, protocol, seed, args.runs))
         r = rows[-1]
         print(f"{model:12s} {loss:16s} {r['protocol']:14s} seed {seed}: test BLEU {r['test_bleu']:6.2f}, train NLL "
               f"{r['train_nll']}, repeated 4-grams {r['repeated_4grams']:.3f} ({r['minutes']:.1f} min)", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"rows": rows}, indent=1) + "\n")
-    text = table(rows, args)
-    args.out.with_suffix(".md").write_text(text)
-    plot = plot_teachers(args.runs, rows, args.data_bin, args.out.parent / f"{args.out.name}_teacher.png")
+        text, plot = write_outputs(rows, len(runs), args)  # after every run: a sitting cut short leaves its table
     print("\n" + text + (f"\nteacher plot: {plot}" if plot else ""))
+
+
+def write_outputs(rows: list[dict], planned: int, args) -> tuple[str, Path | None]:
+    """OUT.json, OUT.md (saying how many of the planned runs it holds) and the teachers' plot."""
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps({"rows": rows, "planned_runs": planned}, indent=1) + "\n")
+    done = "" if len(rows) == planned else f"**Partial: {len(rows)} of the {planned} planned runs so far.**\n\n"
+    text = done + table(rows, args)
+    args.out.with_suffix(".md").write_text(text)
+    return text, plot_teachers(args.runs, rows, args.data_bin, args.out.parent / f"{args.out.name}_teacher.png")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The NMT results script's bookkeeping: which runs it plans, which teacher a reused run loads, and the
 degeneration measure it reports (the runs themselves take hours: scripts/nmt_demo.py --reuse)."""
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -50,3 +51,19 @@ def test_the_surrogate_correlation_is_nan_where_it_is_undefined():
     assert nmt_demo.correlation(rising) == pytest.approx(statistics.correlation([1.0, 3.0, 4.0], [0.02, 0.03, 0.05]))
     assert math.isnan(nmt_demo.correlation(rising[:2]))
     assert math.isnan(nmt_demo.correlation([[u, 0.0, e] for u, _, e in rising]))  # nothing translated yet
+
+
+def test_a_table_cut_short_says_how_many_of_the_planned_runs_it_holds(tmp_path):
+    args = argparse.Namespace(out=tmp_path / "results" / "nmt", runs=tmp_path / "runs", data_bin=tmp_path / "bin",
+                              vocab=4000, updates=9000, max_tokens=2000, beam=4, teacher_interval=10)
+    row = {"model": "transformer", "loss": "ce", "protocol": "fixed", "seed": 1, "updates": 9000, "test_bleu": 6.44,
+           "train_nll": 4.21, "minutes": 68.7, "repeated_4grams": 0.013,
+           "valid_bleu_curve": [[1500, 2.0, 0.03], [3000, 4.7, 0.04], [4500, 5.4, 0.05]]}
+    text, plot = nmt_demo.write_outputs([row], 11, args)
+    assert text.startswith("**Partial: 1 of the 11 planned runs so far.**")
+    assert "| transformer | ce | fixed | 1 | 6.44 |" in text
+    assert plot is None  # no online teacher yet
+    saved = json.loads((tmp_path / "results" / "nmt.json").read_text())
+    assert saved == {"rows": [row], "planned_runs": 11}
+    text, _ = nmt_demo.write_outputs([row], 1, args)
+    assert not text.startswith("**Partial")
