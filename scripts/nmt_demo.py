@@ -49,14 +49,14 @@ ARCHS = {
              "--decoder-embed-dim", "128", "--encoder-hidden-size", "128", "--decoder-hidden-size", "128",
              "--decoder-out-embed-dim", "128", "--share-decoder-input-output-embed", *OPTIMISATION],
 }
-TEACHER = ["--task", "l2t_translation", "--criterion", "l2t_dynamic", "--teacher-structure", "soft_target_lowrank",
-           "--teacher-smoothing", "0.1"]
+TEACHER = ["--task", "l2t_translation", "--criterion", "l2t_dynamic", "--teacher-smoothing", "0.1"]
 LOSSES = {
     "ce": ["--task", "translation", "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0"],
     "label_smoothing": ["--task", "translation", "--criterion", "label_smoothed_cross_entropy",
                         "--label-smoothing", "0.1"],
     "l2t_dlf": TEACHER,
 }
+TEACHER_STRUCTURES = ("soft_target_lowrank", "smoothing")
 PROTOCOLS = ("online", "reused", "reused_online")
 CURVE_POINTS = 6  # checkpoints along training whose valid BLEU shows where CE stops improving
 
@@ -109,12 +109,18 @@ def train_run(args, model: str, loss: str, protocol: str, seed: int, runs: Path)
     save = runs / f"{model}-{loss}-{protocol}-seed{seed}"
     row_file = save / "row.json"
     if args.reuse and row_file.is_file():
-        return json.loads(row_file.read_text())
+        row = json.loads(row_file.read_text())
+        if "valid_bleu" not in row:  # a row written before the table had its dev column
+            row["valid_bleu"] = decode(args.data_bin, save / "checkpoint_last.pt", "valid", args.beam,
+                                       save / "valid.log")[0]
+            row_file.write_text(json.dumps(row, indent=1) + "\n")
+        return row
     if not args.reuse:
         shutil.rmtree(save, ignore_errors=True)
     save.mkdir(parents=True, exist_ok=True)
     extra = list(LOSSES[loss])
     if loss == "l2t_dlf":
+        extra += ["--teacher-structure", args.teacher_structure]
         if protocol != "reused":
             extra += ["--teacher-update-interval", str(args.teacher_interval)]
         if protocol.startswith("reused"):
@@ -131,8 +137,10 @@ def train_run(args, model: str, loss: str, protocol: str, seed: int, runs: Path)
     minutes = sum(float(x) for x in re.findall(r"train_inner .*?train_wall=([\d.]+)", log)) / 60
     nll = re.findall(r"(?:train_inner|\| train \|) .*?nll_loss[= ]([\d.]+)", log)  # the last logged, in bits
     bleu, hypotheses = decode(args.data_bin, save / "checkpoint_last.pt", "test", args.beam, save / "test.log")
+    valid_bleu = decode(args.data_bin, save / "checkpoint_last.pt", "valid", args.beam, save / "valid.log")[0]
     row = {"model": model, "loss": loss, "protocol": protocol if loss == "l2t_dlf" else "fixed", "seed": seed,
-           "updates": args.updates, "test_bleu": bleu, "train_nll": float(nll[-1]) if nll else None,
+           "updates": args.updates, "valid_bleu": valid_bleu, "test_bleu": bleu,
+           "train_nll": float(nll[-1]) if nll else None,
            "minutes": round(minutes, 1), "repeated_4grams": repeated_4gram_share(hypotheses)}
     if loss == "ce":  # valid BLEU along training (has CE stopped improving?) beside the teacher's reward surrogate
         row["valid_bleu_curve"] = [[updates, decode(args.data_bin, path, "valid", args.beam,
@@ -192,8 +200,9 @@ def plan(args) -> list[tuple[str, str, str, int]]:
 
 
 def table(rows: list[dict], args) -> str:
-    lines = ["| model | loss | protocol | seeds | test BLEU (mean) | per-seed test BLEU | vs CE (paired) | train NLL "
-             "(bits) | repeated 4-grams | training minutes per run |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | loss | protocol | seeds | valid BLEU (mean) | test BLEU (mean) | per-seed test BLEU | "
+             "vs CE (paired) | train NLL (bits) | repeated 4-grams | training minutes per run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     ce = {(r["model"], r["seed"]): r["test_bleu"] for r in rows if r["loss"] == "ce"}
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in rows:
@@ -205,7 +214,8 @@ def table(rows: list[dict], args) -> str:
         vs_ce = f"{statistics.mean(paired):+.2f}" if paired and loss != "ce" else ""
         nll = [r["train_nll"] for r in group if r["train_nll"] is not None]
         lines.append(f"| {model} | {loss} | {protocol} | {', '.join(str(r['seed']) for r in group)} | "
-                     f"{statistics.mean(bleus):.2f} | {', '.join(f'{b:.2f}' for b in bleus)} | {vs_ce} | "
+                     f"{statistics.mean(r['valid_bleu'] for r in group):.2f} | {statistics.mean(bleus):.2f} | "
+                     f"{', '.join(f'{b:.2f}' for b in bleus)} | {vs_ce} | "
                      f"{f'{statistics.mean(nll):.2f}' if nll else ''} | "
                      f"{statistics.mean(r['repeated_4grams'] for r in group):.3f} | "
                      f"{statistics.mean(r['minutes'] for r in group):.1f} |")
@@ -215,7 +225,7 @@ def table(rows: list[dict], args) -> str:
     return "\n".join(lines) + (
         f"\n\nDing de-en (train 16,025 / valid 1,000 / test 1,000 pairs), joint sentencepiece {args.vocab}, "
         f"{args.updates} updates of <= {args.max_tokens} tokens for every run, beam {args.beam}, "
-        f"{os.cpu_count()} CPU cores; L2T-DLF: soft_target_lowrank teacher starting at label smoothing 0.1, "
+        f"{os.cpu_count()} CPU cores; L2T-DLF: {args.teacher_structure} teacher starting at label smoothing 0.1, "
         f"updated every {args.teacher_interval} updates (one-step lookahead, expected-BLEU reward on valid).\n"
         f"\nValid BLEU of CE along training (updates: sacrebleu of the decoded output (the teacher's reward "
         f"surrogate, teacher-forced expected BLEU)), and the correlation of the two:\n" + "\n".join(curves) + "\n")
@@ -231,8 +241,9 @@ def correlation(curve: list[list[float]]) -> float:
 
 
 def plot_teachers(runs: Path, rows: list[dict], data_bin: Path, out: Path) -> Path | None:
-    """The online teachers' smoothing mass and scale (means over target types, weighted by their training
-    frequency) at the saved checkpoints, against updates."""
+    """The online teachers' smoothing mass and scale at the saved checkpoints, against updates: the mean over
+    target types weighted by their training frequency, and the band that holds the middle 80 % of tokens (a
+    benign mean can hide types whose whole mass is smoothed away)."""
     import logging
 
     import matplotlib
@@ -263,20 +274,32 @@ def plot_teachers(runs: Path, rows: list[dict], data_bin: Path, out: Path) -> Pa
             with torch.no_grad():
                 phi = teacher(state.features())
             eps, scale = teacher.structure.mass_and_scale(phi)
-            points.append((updates, float((eps * weights).sum() / weights.sum()),
-                           float((scale * weights).sum() / weights.sum())))
+            points.append((updates, *_mean_and_band(eps.expand_as(weights), weights),
+                           *_mean_and_band(scale.expand_as(weights), weights)))
         if points:
-            updates, mass, scale = zip(*points)
+            updates, mass, mass_low, mass_high, scale, scale_low, scale_high = zip(*points)
             label = f"{r['model']} seed {r['seed']}"
-            mass_ax.plot(updates, mass, marker="o", label=label)
-            scale_ax.plot(updates, scale, marker="o", label=label)
-    mass_ax.set(xlabel="updates", ylabel="smoothing mass eps (mean over types)", title="where the teacher smooths")
-    scale_ax.set(xlabel="updates", ylabel="loss scale a (mean over types)", title="how hard it pushes")
+            line = mass_ax.plot(updates, mass, marker="o", label=label)[0]
+            mass_ax.fill_between(updates, mass_low, mass_high, color=line.get_color(), alpha=0.2)
+            line = scale_ax.plot(updates, scale, marker="o", label=label)[0]
+            scale_ax.fill_between(updates, scale_low, scale_high, color=line.get_color(), alpha=0.2)
+    mass_ax.set(xlabel="updates", ylabel="smoothing mass eps", title="where the teacher smooths")
+    scale_ax.set(xlabel="updates", ylabel="loss scale a", title="how hard it pushes")
+    fig.suptitle("over the training tokens: mean (line) and the middle 80 % (band)", fontsize=10)
     mass_ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def _mean_and_band(values, weights) -> tuple[float, float, float]:
+    """Weighted mean and 10th/90th weighted percentiles of per-type values (weights: type frequencies)."""
+    import torch
+    order = torch.argsort(values)
+    cumulative = torch.cumsum(weights[order], 0) / weights.sum()
+    low, high = (values[order][int(torch.searchsorted(cumulative, q).clamp(max=len(values) - 1))] for q in (0.1, 0.9))
+    return float((values * weights).sum() / weights.sum()), float(low), float(high)
 
 
 def main() -> None:
@@ -291,6 +314,9 @@ def main() -> None:
     parser.add_argument("--lstm-protocol", choices=PROTOCOLS, default="online",
                         help="the one L2T-DLF protocol run for the LSTM (default: %(default)s)")
     parser.add_argument("--teacher-interval", type=int, default=10, help="--teacher-update-interval (default: 10)")
+    parser.add_argument("--teacher-structure", choices=TEACHER_STRUCTURES, default=TEACHER_STRUCTURES[0],
+                        help="the L2T-DLF teacher's loss family (default: %(default)s); runs of another one belong in "
+                             "another --runs folder")
     parser.add_argument("--max-tokens", type=int, default=2000)
     parser.add_argument("--beam", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=4000, help="joint sentencepiece vocabulary")
@@ -306,8 +332,9 @@ def main() -> None:
     for model, loss, protocol, seed in runs:
         rows.append(train_run(args, model, loss, protocol, seed, args.runs))
         r = rows[-1]
-        print(f"{model:12s} {loss:16s} {r['protocol']:14s} seed {seed}: test BLEU {r['test_bleu']:6.2f}, train NLL "
-              f"{r['train_nll']}, repeated 4-grams {r['repeated_4grams']:.3f} ({r['minutes']:.1f} min)", flush=True)
+        print(f"{model:12s} {loss:16s} {r['protocol']:14s} seed {seed}: valid BLEU {r['valid_bleu']:6.2f}, test BLEU "
+              f"{r['test_bleu']:6.2f}, train NLL {r['train_nll']}, repeated 4-grams {r['repeated_4grams']:.3f} "
+              f"({r['minutes']:.1f} min)", flush=True)
         text, plot = write_outputs(rows, len(runs), args)  # after every run: a sitting cut short leaves its table
     print("\n" + text + (f"\nteacher plot: {plot}" if plot else ""))
 

@@ -55,15 +55,26 @@ def test_the_surrogate_correlation_is_nan_where_it_is_undefined():
 
 def test_a_table_cut_short_says_how_many_of_the_planned_runs_it_holds(tmp_path):
     args = argparse.Namespace(out=tmp_path / "results" / "nmt", runs=tmp_path / "runs", data_bin=tmp_path / "bin",
-                              vocab=4000, updates=9000, max_tokens=2000, beam=4, teacher_interval=10)
-    row = {"model": "transformer", "loss": "ce", "protocol": "fixed", "seed": 1, "updates": 9000, "test_bleu": 6.44,
+                              vocab=4000, updates=9000, max_tokens=2000, beam=4, teacher_interval=10,
+                              teacher_structure="soft_target_lowrank")
+    row = {"model": "transformer", "loss": "ce", "protocol": "fixed", "seed": 1, "updates": 9000, "valid_bleu": 7.01,
+           "test_bleu": 6.44,
            "train_nll": 4.21, "minutes": 68.7, "repeated_4grams": 0.013,
            "valid_bleu_curve": [[1500, 2.0, 0.03], [3000, 4.7, 0.04], [4500, 5.4, 0.05]]}
     text, plot = nmt_demo.write_outputs([row], 11, args)
     assert text.startswith("**Partial: 1 of the 11 planned runs so far.**")
-    assert "| transformer | ce | fixed | 1 | 6.44 |" in text
+    assert "| transformer | ce | fixed | 1 | 7.01 | 6.44 |" in text
     assert plot is None  # no online teacher yet
     saved = json.loads((tmp_path / "results" / "nmt.json").read_text())
     assert saved == {"rows": [row], "planned_runs": 11}
     text, _ = nmt_demo.write_outputs([row], 1, args)
     assert not text.startswith("**Partial")
+
+
+def test_the_teacher_plot_band_holds_the_middle_80_percent_of_tokens():
+    import torch
+    values = torch.tensor([0.0, 0.1, 0.5, 1.0])
+    mean, low, high = nmt_demo._mean_and_band(values, torch.tensor([5.0, 80.0, 10.0, 5.0]))
+    assert mean == pytest.approx(0.0 * 0.05 + 0.1 * 0.8 + 0.5 * 0.1 + 1.0 * 0.05)
+    assert (low, high) == (pytest.approx(0.1), pytest.approx(0.5))  # 5 % of tokens at 0 and at 1 fall outside
+    assert nmt_demo._mean_and_band(values, torch.tensor([50.0, 0.0, 0.0, 50.0]))[1:] == (0.0, 1.0)
