@@ -56,7 +56,8 @@ LOSSES = {
                         "--label-smoothing", "0.1"],
     "l2t_dlf": TEACHER,
 }
-TEACHER_STRUCTURES = ("soft_target_lowrank", "smoothing")
+# the first is the table's: chosen on valid BLEU (Transformer seed 1, online: smoothing 6.77, soft_target_lowrank 3.69)
+TEACHER_STRUCTURES = ("smoothing", "soft_target_lowrank")
 PROTOCOLS = ("online", "reused", "reused_online")
 CURVE_POINTS = 6  # checkpoints along training whose valid BLEU shows where CE stops improving
 
