@@ -129,11 +129,14 @@ def train_run(args, model: str, loss: str, protocol: str, seed: int, runs: Path)
             extra += ["--teacher-init", str(source)] + (["--teacher-update-interval", "0"] if protocol == "reused"
                                                         else [])
     interval = max(args.updates // CURVE_POINTS, 1)
-    log = run([str(BIN / "fairseq-train"), str(args.data_bin), "--user-dir", str(REPO / "fairseq_l2t"), *ARCHS[model],
-               *extra, "--max-tokens", str(args.max_tokens), "--max-update", str(args.updates), "--cpu",
-               "--seed", str(seed), "--save-dir", str(save), "--no-epoch-checkpoints", "--disable-validation",
-               "--save-interval-updates", str(interval), "--keep-interval-updates", str(CURVE_POINTS),
-               "--log-interval", "100", "--no-progress-bar", "--num-workers", "0"], save / "train.log", append=True)
+    if trained_updates(save / "checkpoint_last.pt") >= args.updates:  # fairseq would take one more update
+        log = (save / "train.log").read_text()
+    else:
+        log = run([str(BIN / "fairseq-train"), str(args.data_bin), "--user-dir", str(REPO / "fairseq_l2t"),
+                   *ARCHS[model], *extra, "--max-tokens", str(args.max_tokens), "--max-update", str(args.updates), "--cpu",
+                   "--seed", str(seed), "--save-dir", str(save), "--no-epoch-checkpoints", "--disable-validation",
+                   "--save-interval-updates", str(interval), "--keep-interval-updates", str(CURVE_POINTS),
+                   "--log-interval", "100", "--no-progress-bar", "--num-workers", "0"], save / "train.log", append=True)
     # fairseq's train_wall of every logged interval, over all the invocations of a resumed run (the log is appended)
     minutes = sum(float(x) for x in re.findall(r"train_inner .*?train_wall=([\d.]+)", log)) / 60
     nll = re.findall(r"(?:train_inner|\| train \|) .*?nll_loss[= ]([\d.]+)", log)  # the last logged, in bits
@@ -149,6 +152,17 @@ def train_run(args, model: str, loss: str, protocol: str, seed: int, runs: Path)
                                    for updates, path in interval_checkpoints(save)]
     row_file.write_text(json.dumps(row, indent=1) + "\n")
     return row
+
+
+def trained_updates(checkpoint: Path) -> int:
+    """The updates a fairseq checkpoint has trained (0 if there is none yet)."""
+    if not checkpoint.is_file():
+        return 0
+    import torch
+
+    import fairseq_l2t.fairseq_plugin.checkpoint_safety  # noqa: F401  (weights-only loading of fairseq files)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    return int(state["optimizer_history"][-1]["num_updates"])
 
 
 def expected_bleu_surrogate(checkpoint: Path) -> float:

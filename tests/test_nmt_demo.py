@@ -78,3 +78,11 @@ def test_the_teacher_plot_band_holds_the_middle_80_percent_of_tokens():
     assert mean == pytest.approx(0.0 * 0.05 + 0.1 * 0.8 + 0.5 * 0.1 + 1.0 * 0.05)
     assert (low, high) == (pytest.approx(0.1), pytest.approx(0.5))  # 5 % of tokens at 0 and at 1 fall outside
     assert nmt_demo._mean_and_band(values, torch.tensor([50.0, 0.0, 0.0, 50.0]))[1:] == (0.0, 1.0)
+
+
+def test_a_finished_run_is_not_trained_again(tmp_path):
+    """fairseq resumed at --max-update takes one more update; the script reads how far a checkpoint got."""
+    import torch
+    assert nmt_demo.trained_updates(tmp_path / "checkpoint_last.pt") == 0
+    torch.save({"optimizer_history": [{"num_updates": 4500}, {"num_updates": 9000}]}, tmp_path / "checkpoint_last.pt")
+    assert nmt_demo.trained_updates(tmp_path / "checkpoint_last.pt") == 9000
