@@ -521,11 +521,9 @@ def _log_probs_along(unroll: Unroll, state: StudentSnapshot, tangent: Sequence[T
     """
     inputs, target = unroll.batch_at(0)
     try:
-        with torch.no_grad(), forward_ad.dual_level(), _step_context(unroll.rng_seed, 0, target.device, replay):
-            duals = tuple(forward_ad.make_dual(p, t.detach()) for p, t in zip(state.params, tangent))
-            lprobs = F.log_softmax(unroll.student.logits(duals, {k: b.clone() for k, b in state.buffers.items()},
-                                                         inputs, train=True), dim=-1)
-            primal, along = forward_ad.unpack_dual(lprobs)
+        with forward_ad.dual_level():
+            duals = [forward_ad.make_dual(p, t.detach()) for p, t in zip(state.params, tangent)]
+            primal, along = forward_ad.unpack_dual(_log_probs(unroll, state, duals, inputs, replay))
             return primal.clone(), along.clone(), target
     except NotImplementedError as err:
         if "forward AD" not in str(err):
@@ -560,7 +558,7 @@ def _log_probs_by_differences(unroll: Unroll, state: StudentSnapshot, tangent: S
 
 def _log_probs(unroll: Unroll, state: StudentSnapshot, params: Sequence[Tensor], inputs: Tensor | dict,
                replay: RngState | None) -> Tensor:
-    """Step 0's training-mode log-probabilities at `params`, no graph."""
+    """Step 0's training-mode log-probabilities at `params` (plain or forward-mode duals), no graph."""
     with torch.no_grad(), _step_context(unroll.rng_seed, 0, state.params[0].device, replay):
         return F.log_softmax(unroll.student.logits(tuple(params), {k: b.clone() for k, b in state.buffers.items()},
                                                    inputs, train=True), dim=-1)

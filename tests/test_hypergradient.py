@@ -101,7 +101,8 @@ def test_one_step_engine_matches_finite_differences_and_naive_unrolling(structur
 
 
 @pytest.mark.parametrize("structure,squash,objective", [
-    ("soft_target_lowrank", False, "cross_entropy"), ("dense", True, "smooth_error"), ("lowrank", False, "expected_error"),
+    ("soft_target_lowrank", False, "cross_entropy"), ("dense", True, "smooth_error"),
+    ("lowrank", False, "expected_error"),
 ])
 def test_one_step_engine_by_central_differences_is_close_to_exact(structure, squash, objective):
     """tangent="finite_difference": two plain forwards with the same masks instead of forward mode; in float64
