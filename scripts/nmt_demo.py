@@ -14,13 +14,13 @@ Resumable: a finished run leaves row.json in its folder and --reuse keeps it;
 an unfinished one resumes from its checkpoint_last.pt. So a long table can be
 completed over several sittings.
 
-The recipe (judged on the valid split only; the README has its valid-BLEU curve): Transformer 2+2 layers,
-dim 128, FFN 256, 4 heads, shared embeddings, dropout 0.2 (attention and
-activation 0.1), weight decay 1e-4, Adam (0.9, 0.98), lr 1e-3 with
-inverse_sqrt warm-up 400, 2,000 tokens per update; LSTM 1+1 layers of 128
-units, the same optimisation. The corpus is extracted at run time from
-Debian's trans-de-en (GPL: never committed); as root this script installs
-the package when it is missing.
+The recipe (judged on the valid split only; the README has its valid-BLEU
+curve): Transformer 2+2 layers, dim 128, FFN 256, 4 heads, shared embeddings,
+dropout 0.2 (attention and activation 0.1), weight decay 1e-4, Adam (0.9,
+0.98), lr 1e-3 with inverse_sqrt warm-up 400, 2,000 tokens per update; LSTM
+1+1 layers of 128 units, the same optimisation. The corpus is extracted at run
+time from Debian's trans-de-en (GPL: never committed); as root this script
+installs the package when it is missing.
 """
 from __future__ import annotations
 
@@ -112,8 +112,7 @@ def train_run(args, model: str, loss: str, protocol: str, seed: int, runs: Path)
     if args.reuse and row_file.is_file():
         row = json.loads(row_file.read_text())
         if "valid_bleu" not in row:  # a row written before the table had its dev column
-            row["valid_bleu"] = decode(args.data_bin, save / "checkpoint_last.pt", "valid", args.beam,
-                                       save / "valid.log")[0]
+            row["valid_bleu"] = final_valid_bleu(args, save)
             row_file.write_text(json.dumps(row, indent=1) + "\n")
         return row
     if not args.reuse:
@@ -133,25 +132,31 @@ def train_run(args, model: str, loss: str, protocol: str, seed: int, runs: Path)
         log = (save / "train.log").read_text()
     else:
         log = run([str(BIN / "fairseq-train"), str(args.data_bin), "--user-dir", str(REPO / "fairseq_l2t"),
-                   *ARCHS[model], *extra, "--max-tokens", str(args.max_tokens), "--max-update", str(args.updates), "--cpu",
-                   "--seed", str(seed), "--save-dir", str(save), "--no-epoch-checkpoints", "--disable-validation",
-                   "--save-interval-updates", str(interval), "--keep-interval-updates", str(CURVE_POINTS),
-                   "--log-interval", "100", "--no-progress-bar", "--num-workers", "0"], save / "train.log", append=True)
+                   *ARCHS[model], *extra, "--max-tokens", str(args.max_tokens), "--max-update", str(args.updates),
+                   "--cpu", "--seed", str(seed), "--save-dir", str(save), "--no-epoch-checkpoints",
+                   "--disable-validation", "--save-interval-updates", str(interval), "--keep-interval-updates",
+                   str(CURVE_POINTS), "--log-interval", "100", "--no-progress-bar", "--num-workers", "0"],
+                  save / "train.log", append=True)
     # fairseq's train_wall of every logged interval, over all the invocations of a resumed run (the log is appended)
     minutes = sum(float(x) for x in re.findall(r"train_inner .*?train_wall=([\d.]+)", log)) / 60
     nll = re.findall(r"(?:train_inner|\| train \|) .*?nll_loss[= ]([\d.]+)", log)  # the last logged, in bits
     bleu, hypotheses = decode(args.data_bin, save / "checkpoint_last.pt", "test", args.beam, save / "test.log")
-    valid_bleu = decode(args.data_bin, save / "checkpoint_last.pt", "valid", args.beam, save / "valid.log")[0]
+    valid_bleu = final_valid_bleu(args, save)
     row = {"model": model, "loss": loss, "protocol": protocol if loss == "l2t_dlf" else "fixed", "seed": seed,
            "updates": args.updates, "valid_bleu": valid_bleu, "test_bleu": bleu,
            "train_nll": float(nll[-1]) if nll else None,
            "minutes": round(minutes, 1), "repeated_4grams": repeated_4gram_share(hypotheses)}
     if loss == "ce":  # valid BLEU along training (has CE stopped improving?) beside the teacher's reward surrogate
-        row["valid_bleu_curve"] = [[updates, decode(args.data_bin, path, "valid", args.beam,
-                                                    save / f"valid_{updates}.log")[0], expected_bleu_surrogate(path)]
-                                   for updates, path in interval_checkpoints(save)]
+        row["valid_bleu_curve"] = [[updates, valid_bleu if updates == args.updates else  # the final one: decoded
+                                    decode(args.data_bin, path, "valid", args.beam, save / f"valid_{updates}.log")[0],
+                                    expected_bleu_surrogate(path)] for updates, path in interval_checkpoints(save)]
     row_file.write_text(json.dumps(row, indent=1) + "\n")
     return row
+
+
+def final_valid_bleu(args, save: Path) -> float:
+    """Valid BLEU of the run's last checkpoint: the dev side of every choice made on the table."""
+    return decode(args.data_bin, save / "checkpoint_last.pt", "valid", args.beam, save / "valid.log")[0]
 
 
 def trained_updates(checkpoint: Path) -> int:
