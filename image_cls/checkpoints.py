@@ -109,5 +109,6 @@ def teacher_from_payload(payload: dict, num_classes: int | None = None, num_feat
                               f"{num_classes}; train a teacher on this dataset")
     if num_features is not None and teacher.num_features != num_features:
         raise CheckpointError(f"the teacher reads {teacher.num_features} state features but this run provides "
-                              f"{num_features}; match --per-class-features to the teacher's training run")
+                              f"{num_features}; its file does not say which --state-features it was trained with "
+                              f"(another code version): train it again")
     return teacher

@@ -83,7 +83,7 @@ def train_teacher(
     splits: ImageSplits,
     config: TeacherTrainingConfig,
     device: torch.device,
-    per_class_features: bool = False,
+    state_extras: tuple[str, ...] = (),
     on_episode: Callable[[dict], None] | None = None,
     progress: bool = True,
     resume: dict | None = None,
@@ -108,7 +108,7 @@ def train_teacher(
     for round_index in range(start_round, config.rounds):
         mid_round = round_index == start_round and start_episode > 0
         cohort = [_LiveStudent.fresh(splits, config, _student_index(config, round_index, k), device, dev_batches,
-                                     per_class_features, pretrain=not mid_round) for k in range(config.students)]
+                                     state_extras, pretrain=not mid_round) for k in range(config.students)]
         if mid_round:
             _restore_student_side(resume, cohort, device)
         for episode in range(start_episode if mid_round else 0, episodes):
@@ -157,9 +157,9 @@ class _LiveStudent:
 
     @classmethod
     def fresh(cls, splits: ImageSplits, config: "TeacherTrainingConfig", index: int, device: torch.device,
-              dev_batches: Batches, per_class_features: bool, pretrain: bool) -> "_LiveStudent":
+              dev_batches: Batches, state_extras: tuple[str, ...], pretrain: bool) -> "_LiveStudent":
         model, stream, state, optimizer = fresh_student(splits, config, index, device, dev_batches,
-                                                        per_class_features, pretrain)
+                                                        state_extras, pretrain)
         functional = FunctionalStudent(model)
         return cls(model, stream, state, functional, functional.snapshot(optimizer))
 
@@ -195,7 +195,7 @@ def _episode_hypergradient(live: _LiveStudent, teacher: Teacher, config: "Teache
 
 
 def check_resume(teacher: Teacher, splits: ImageSplits, config: TeacherTrainingConfig, device: torch.device,
-                 per_class_features: bool, resume: dict) -> None:
+                 state_extras: tuple[str, ...], resume: dict) -> None:
     """Load `resume` into throwaway copies of what train_teacher would restore it into, so that a checkpoint
     that does not fit (KeyError, RuntimeError, ValueError, TypeError) is refused before the caller writes
     anything, not with a traceback mid-run.  The RNGs are left as they were."""
@@ -214,7 +214,7 @@ def check_resume(teacher: Teacher, splits: ImageSplits, config: TeacherTrainingC
                 model = build_model(config.model, splits.num_classes, splits.in_channels,
                                     splits.image_size).to(device)
                 state = StudentState(splits.num_classes, total_steps=config.pretrain_steps + config.steps_per_round,
-                                     per_class=per_class_features)
+                                     extras=state_extras)
                 functional = FunctionalStudent(model)
                 cohort.append(_LiveStudent(model, None, state, functional, None))
             _restore_student_side(resume, cohort, device)
@@ -241,7 +241,7 @@ def _restore_student_side(resume: dict, cohort: list[_LiveStudent], device: torc
 
 
 def fresh_student(splits: ImageSplits, config: TeacherTrainingConfig, round_index: int, device: torch.device,
-                  dev_batches: Batches, per_class_features: bool = False,
+                  dev_batches: Batches, state_extras: tuple[str, ...] = (),
                   pretrain: bool = True) -> tuple[nn.Module, BatchSource, StudentState, torch.optim.SGD]:
     """Round `round_index`'s student (CE-pretrained if config says so and `pretrain`): model, batch stream, state,
     SGD optimizer.
@@ -256,7 +256,7 @@ def fresh_student(splits: ImageSplits, config: TeacherTrainingConfig, round_inde
     stream = shard_stream(BatchStream(splits.train, config.batch_size, seed, splits.mean, splits.std, splits.augment,
                                       device))
     total = config.pretrain_steps + config.steps_per_round
-    state = StudentState(splits.num_classes, total_steps=total, per_class=per_class_features, sync=state_sync())
+    state = StudentState(splits.num_classes, total_steps=total, extras=state_extras, sync=state_sync())
     sgd = config.sgd
     optimizer = torch.optim.SGD(model.parameters(), lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
     if config.pretrain_steps and pretrain:

@@ -37,6 +37,8 @@ TEACHER_VARIANTS: dict[str, tuple[str, dict]] = {  # name: (what changes, Compar
                       _WHOLE),
     "whole-horizon-calibrated": ("whole-horizon, rewarded with the calibrated dev cross-entropy",
                                  {**_WHOLE, "dev_objective": "calibrated_cross_entropy"}),
+    "confusion": ("state: the student's running soft confusion between classes added to the features "
+                  "(--state-features confusion, 90 more)", {"extra_teacher_args": ["--state-features", "confusion"]}),
     "bilinear": ("the paper's bilinear family (dense W, probability floor 1e-4), base cross-entropy",
                  {"structure": "dense", "teacher_base": "ce"}),
 }

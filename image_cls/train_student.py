@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
         teacher_ckpt = load_checkpoint(args.teacher, "teacher") if args.loss == "teacher" else None
     except (DatasetUnavailable, CheckpointError, ValueError) as err:
         fail(str(err))
-    per_class = bool(teacher_ckpt and teacher_ckpt.get("per_class_features"))
-    state = StudentState(splits.num_classes, total_steps=args.steps, per_class=per_class, sync=state_sync())
+    state_extras = tuple(teacher_ckpt.get("state_extras", ())) if teacher_ckpt else ()
+    state = StudentState(splits.num_classes, total_steps=args.steps, extras=state_extras, sync=state_sync())
     teacher = None
     if teacher_ckpt is not None:
         try:
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
             "kind": "student", "model": args.model, "dataset": args.dataset, "seed": args.seed,
             "num_classes": splits.num_classes, "step": step, "args": vars(args),
             "model_state": model.state_dict(), "optimizer_state": optimizer.state_dict(),
-            "student_state": state.state_dict(), "per_class_features": per_class,
+            "student_state": state.state_dict(), "state_extras": list(state_extras),
             "teacher": teacher_payload(teacher) if teacher is not None else None,
         }
         if progress is not None:

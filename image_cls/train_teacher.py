@@ -21,7 +21,7 @@ from fairseq_l2t.dev_objectives import DEV_OBJECTIVES
 from fairseq_l2t.distributed import world_size
 from fairseq_l2t.hypergradient import ENGINES
 from fairseq_l2t.loss_structures import WELL_POSED_KINDS, build_structure, resolve_prob_floor
-from fairseq_l2t.state_features import StudentState
+from fairseq_l2t.state_features import EXTRA_FEATURES, StudentState
 from fairseq_l2t.teacher import TEACHER_FORMS, Teacher
 
 from .checkpoints import CheckpointError, save_finite_on_main
@@ -71,8 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="all: reward the teacher on the whole dev split; half: on its reward half only, "
                             "keeping the selection half unseen for choosing between teacher and base loss "
                             "(default: %(default)s)")
-    group.add_argument("--per-class-features", action="store_true",
-                       help="add per-class running training accuracy to the teacher's state")
+    group.add_argument("--state-features", nargs="+", choices=EXTRA_FEATURES, default=[], metavar="NAME",
+                       help="optional groups added to the teacher's state: class_accuracy (per-class running "
+                            "training accuracy, C features), confusion (the student's running soft confusion "
+                            "between classes, C (C - 1) features)")
     group.add_argument("--teacher-lr", type=positive_float, default=1e-3,
                        help="Adam lr of the teacher (default: %(default)s)")
     group.add_argument("--max-grad-norm", type=non_negative_float, default=0.0,
@@ -156,7 +158,8 @@ def main(argv: list[str] | None = None) -> dict:
     except ValueError as err:  # e.g. images too small for the model
         fail(str(err))
     seed_everything(args.seed)
-    features = StudentState(splits.num_classes, 1, per_class=args.per_class_features).feature_names
+    state_extras = tuple(dict.fromkeys(args.state_features))  # a group named twice counts once
+    features = StudentState(splits.num_classes, 1, extras=state_extras).feature_names
     structure = build_structure({"kind": args.structure, "num_classes": splits.num_classes, "rank": args.rank,
                                  "seed": args.seed, "smoothing": args.teacher_base,
                                  "fixed_scale": args.fixed_loss_scale})
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
         try:
             teacher.load_state_dict(resumed["teacher"]["state"])
             rows = resumed["history"]
-            check_resume(teacher, splits, config, device, args.per_class_features, resumed["progress"])
+            check_resume(teacher, splits, config, device, state_extras, resumed["progress"])
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             fail(unfit_message(out, err))
     log = CsvLog(out / "teacher_log.csv", rows) if is_main() else None
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
     def checkpoint(controller_state: dict) -> dict:
         """The teacher's controller state (its "teacher" entry is what l2t-image-train-student reads) and the run."""
         return {"kind": "teacher", **controller_state, "dataset": args.dataset, "model": args.model,
-                "per_class_features": args.per_class_features, "args": vars(args)}
+                "state_extras": list(state_extras), "args": vars(args)}
 
     episodes = config.rounds * (config.steps_per_round // config.episode_steps)
 
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
                                 out / LAST_CHECKPOINT)
 
     try:
-        controller = train_teacher(teacher, splits, config, device, args.per_class_features, on_episode,
+        controller = train_teacher(teacher, splits, config, device, state_extras, on_episode,
                                   progress=not args.no_progress and is_main(),
                                   resume=resumed["progress"] if resumed else None, after_episode=save_progress)
         save_finite_on_main(checkpoint(controller.state_dict()), out / "teacher.pt")

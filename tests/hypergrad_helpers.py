@@ -35,9 +35,11 @@ STRUCTURES = {
 }
 
 
-def perturbed_teacher(structure: str = "dense", squash: bool = False, seed: int = 1, form: str = "gate") -> Teacher:
+def perturbed_teacher(structure: str = "dense", squash: bool = False, seed: int = 1, form: str = "gate",
+                      num_features: int = 4) -> Teacher:
     """A teacher away from its init so every parameter's path is exercised."""
-    teacher = Teacher(STRUCTURES[structure](), num_features=4, num_gates=2, squash=squash, form=form).double()
+    teacher = Teacher(STRUCTURES[structure](), num_features=num_features, num_gates=2, squash=squash,
+                      form=form).double()
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in teacher.parameters():

@@ -77,7 +77,8 @@ def _core_worker(rank: int, rendezvous: str, out: str) -> None:
         results["forward_only"] = run_unroll(unroll, start)[0]
         with pytest.raises(ValueError, match="single-process"):
             hypergradient(unroll, start, "unrolled")
-        per_class = StudentState(NUM_CLASSES, 10, per_class=True, sync=distributed.all_reduce_sum).copy()
+        per_class = StudentState(NUM_CLASSES, 10, extras=("class_accuracy", "confusion"),
+                                 sync=distributed.all_reduce_sum).copy()
         lprobs = torch.log_softmax(torch.arange(24.0, dtype=torch.float64).reshape(8, 3).sin(), -1)
         target = torch.tensor([0, 1, 2, 0, 1, 1, 2, 0])
         per_class.observe_batch(lprobs[rank * 4:(rank + 1) * 4], target[rank * 4:(rank + 1) * 4])
@@ -161,7 +162,7 @@ def test_two_shards_give_the_full_batch_hypergradient_on_every_rank(two_process_
 def test_forward_only_state_features_and_reductions_match_one_process(two_process_results):
     unroll = full_unroll()
     value = run_unroll(unroll, unroll.student.snapshot())[0]
-    single = StudentState(NUM_CLASSES, 10, per_class=True)
+    single = StudentState(NUM_CLASSES, 10, extras=("class_accuracy", "confusion"))
     lprobs = torch.log_softmax(torch.arange(24.0, dtype=torch.float64).reshape(8, 3).sin(), -1)
     single.observe_batch(lprobs, torch.tensor([0, 1, 2, 0, 1, 1, 2, 0]))
     for results in two_process_results:

@@ -8,7 +8,8 @@ import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from fairseq_l2t.hypergradient import _binomial_split, hypergradient, one_step_hypergradient, rng_state, run_unroll
-from hypergrad_helpers import make_unroll, perturbed_teacher, relative_error, tiny_mlp
+from fairseq_l2t.state_features import StudentState
+from hypergrad_helpers import NUM_CLASSES, make_unroll, perturbed_teacher, relative_error, tiny_mlp
 
 ENGINE_CASES = [("stored", 8), ("checkpointed", 1), ("checkpointed", 2), ("checkpointed", 3)]
 
@@ -206,6 +207,23 @@ def test_matches_finite_differences_of_the_real_procedure_when_features_do_not_m
     fd = finite_difference(unroll, start, replay=False)
     analytic = flat(hypergradient(unroll, start, "stored").teacher_grads)
     assert relative_error(analytic, fd) < 1e-4
+
+
+def test_engines_replay_the_per_class_and_confusion_features():
+    """The optional feature groups move during the unroll; every engine must replay them as the naive one saw them."""
+    tracker = StudentState(NUM_CLASSES, total_steps=12, extras=("confusion", "class_accuracy"))
+    teacher = perturbed_teacher("soft_target", num_features=tracker.num_features)
+    unroll = dataclasses.replace(make_unroll(tiny_mlp(), teacher, steps=5, learnable=True), tracker=tracker)
+    start = unroll.student.snapshot()
+    naive = hypergradient(unroll, start, "unrolled")
+    reference = flat(naive.teacher_grads)
+    assert relative_error(reference, finite_difference(unroll, start)) < 1e-4
+    for engine, snapshots in ENGINE_CASES:
+        assert relative_error(flat(hypergradient(unroll, start, engine, snapshots).teacher_grads), reference) < 1e-10
+    first, last = naive.features[0], naive.features[-1]
+    assert not torch.allclose(first[4:], last[4:])  # the extra features moved during the unroll
+    gate_grad = naive.teacher_grads[[name for name, _ in teacher.named_parameters()].index("gate.weight")]
+    assert gate_grad[:, 4:].abs().sum() > 0  # and the teacher reads them
 
 
 def test_without_momentum_or_weight_decay():

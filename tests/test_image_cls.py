@@ -127,9 +127,11 @@ def test_bad_input_gives_one_line_errors(tmp_path, capsys):
 
 
 def test_online_teacher_updates_while_a_student_trains(tmp_path):
+    """With the optional state features too: the student reads the groups its teacher was trained with."""
     teacher_dir = tmp_path / "teacher_run"
     common = ["--model", "mlp", "--no-progress", "--seed", "2"]
     train_teacher.main(common + ["--rounds", "1", "--steps-per-round", "10", "--episode-steps", "10",
+                                 "--state-features", "confusion", "class_accuracy", "confusion",
                                  "--out", str(teacher_dir)])
     train_student.main(common + ["--loss", "teacher", "--teacher", str(teacher_dir / "teacher.pt"), "--steps", "20",
                                  "--eval-every", "10", "--online-every", "5", "--lookahead", "2",
@@ -137,5 +139,9 @@ def test_online_teacher_updates_while_a_student_trains(tmp_path):
     log = plots.read_log(tmp_path / "online" / "log.csv")
     assert log["teacher_updates"] == [2.0, 4.0] and log["teacher_skipped_non_finite"] == [0.0, 0.0]
     before = torch.load(teacher_dir / "teacher.pt", weights_only=True)["teacher"]["state"]
-    after = torch.load(tmp_path / "online" / "checkpoint.pt", weights_only=True)["teacher"]["state"]
+    student = torch.load(tmp_path / "online" / "checkpoint.pt", weights_only=True)
+    after = student["teacher"]["state"]
     assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert student["state_extras"] == ["confusion", "class_accuracy"]
+    assert student["teacher"]["config"]["num_features"] == 4 + 90 + 10
+    assert 0 < student["student_state"]["confusion"].sum() < 10  # ten rows of off-target probability mass

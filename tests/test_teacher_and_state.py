@@ -38,7 +38,7 @@ def test_teacher_config_round_trip_and_shape_errors():
 
 
 def test_state_features_are_normalised_and_tracked():
-    state = StudentState(num_classes=4, total_steps=10, ema_decay=0.5, per_class=True)
+    state = StudentState(num_classes=4, total_steps=10, ema_decay=0.5, extras=("class_accuracy",))
     torch.testing.assert_close(state.features()[:4], torch.tensor([0.0, 1.0, 0.0, 0.0]))
     lprobs = torch.log(torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.1, 0.1, 0.7, 0.1]]))
     state.observe_batch(lprobs, torch.tensor([0, 1]))  # first right, second wrong
@@ -57,6 +57,29 @@ def test_state_features_are_normalised_and_tracked():
     torch.testing.assert_close(twin.features(), state.features())
     with pytest.raises(ValueError, match="dev measure"):
         state.observe_dev(float("nan"))
+
+
+def test_confusion_features_are_the_running_mean_probabilities_off_the_diagonal():
+    state = StudentState(num_classes=3, total_steps=10, ema_decay=0.5, extras=("confusion", "class_accuracy"))
+    assert state.feature_names[4:10] == ("confusion_0_1", "confusion_0_2", "confusion_1_0", "confusion_1_2",
+                                         "confusion_2_0", "confusion_2_1")
+    assert state.num_features == 4 + 6 + 3
+    probs = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6], [0.1, 0.8, 0.1]], dtype=torch.float64)
+    state.observe_batch(probs.log(), torch.tensor([0, 0, 1]))  # class 2 absent: its row stays unseen (zeros)
+    f = state.features(torch.float64)
+    torch.testing.assert_close(f[4:10], torch.tensor([0.25, 0.35, 0.1, 0.1, 0.0, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(f[10:], torch.tensor([0.5, 1.0, 0.0], dtype=torch.float64))
+    state.observe_batch(torch.tensor([[0.2, 0.1, 0.7]], dtype=torch.float64).log(), torch.tensor([2]))
+    torch.testing.assert_close(state.features(torch.float64)[8:10], torch.tensor([0.2, 0.1], dtype=torch.float64))
+    state.observe_batch(torch.tensor([[0.9, 0.05, 0.05]], dtype=torch.float64).log(), torch.tensor([0]))
+    torch.testing.assert_close(state.features(torch.float64)[4:6],  # EMA 0.5: (0.25 + 0.05) / 2, (0.35 + 0.05) / 2
+                               torch.tensor([0.15, 0.2], dtype=torch.float64))
+    twin = state.copy()
+    torch.testing.assert_close(twin.features(), state.features())
+    with pytest.raises(ValueError, match="extra state features"):
+        StudentState(3, 10, extras=("confusion", "confusion"))
+    with pytest.raises(ValueError, match="class counts"):
+        state.observe_sums(torch.tensor([0.0, 1.0, 1.0]))
 
 
 def test_state_ignores_padding_targets():
