@@ -12,7 +12,9 @@ scale over updates) to results/nmt_ding_teacher.png.
 
 Resumable: a finished run leaves row.json in its folder and --reuse keeps it;
 an unfinished one resumes from its checkpoint_last.pt. So a long table can be
-completed over several sittings.
+completed over several sittings.  --jobs N trains N runs at a time (a run
+that reuses a teacher waits for the online run it reads); with --device cuda
+they share the GPU, which fits the whole table in minutes.
 
 The recipe (judged on the valid split only; the README has its valid-BLEU
 curve): Transformer 2+2 layers, dim 128, FFN 256, 4 heads, shared embeddings,
@@ -32,7 +34,9 @@ import shutil
 import statistics
 import subprocess
 import sys
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -96,10 +100,16 @@ def repeated_4gram_share(hypotheses: list[str]) -> float:
     return repeated / total if total else 0.0
 
 
-def decode(data_bin: Path, checkpoint: Path, subset: str, beam: int, log: Path) -> tuple[float, list[str]]:
+def device_flags(device: str) -> list[str]:
+    """fairseq's option for the device: it takes a GPU whenever it sees one, unless told --cpu."""
+    return ["--cpu"] if device == "cpu" else []
+
+
+def decode(args, checkpoint: Path, subset: str, log: Path) -> tuple[float, list[str]]:
     """sacrebleu BLEU of `subset` decoded with `checkpoint`, and the detokenised hypotheses."""
-    text = run([str(BIN / "fairseq-generate"), str(data_bin), "--user-dir", str(REPO / "fairseq_l2t"),
-                "--path", str(checkpoint), "--gen-subset", subset, "--cpu", "--beam", str(beam), "--batch-size", "200",
+    text = run([str(BIN / "fairseq-generate"), str(args.data_bin), "--user-dir", str(REPO / "fairseq_l2t"),
+                "--path", str(checkpoint), "--gen-subset", subset, *device_flags(args.device), "--beam",
+                str(args.beam), "--batch-size", "200",
                 "--max-len-a", "1.5", "--max-len-b", "5", "--scoring", "sacrebleu", "--remove-bpe", "sentencepiece"],
                log)
     return float(re.search(r"BLEU = ([\d.]+)", text).group(1)), re.findall(r"^D-\d+\t\S+\t(.*)$", text, flags=re.M)
@@ -133,14 +143,15 @@ def train_run(args, model: str, loss: str, protocol: str, seed: int, runs: Path)
     else:
         log = run([str(BIN / "fairseq-train"), str(args.data_bin), "--user-dir", str(REPO / "fairseq_l2t"),
                    *ARCHS[model], *extra, "--max-tokens", str(args.max_tokens), "--max-update", str(args.updates),
-                   "--cpu", "--seed", str(seed), "--save-dir", str(save), "--no-epoch-checkpoints",
+                   *device_flags(args.device), "--seed", str(seed), "--save-dir", str(save),
+                   "--no-epoch-checkpoints",
                    "--disable-validation", "--save-interval-updates", str(interval), "--keep-interval-updates",
                    str(CURVE_POINTS), "--log-interval", "100", "--no-progress-bar", "--num-workers", "0"],
                   save / "train.log", append=True)
     # fairseq's train_wall of every logged interval, over all the invocations of a resumed run (the log is appended)
     minutes = sum(float(x) for x in re.findall(r"train_inner .*?train_wall=([\d.]+)", log)) / 60
     nll = re.findall(r"(?:train_inner|\| train \|) .*?nll_loss[= ]([\d.]+)", log)  # the last logged, in bits
-    bleu, hypotheses = decode(args.data_bin, save / "checkpoint_last.pt", "test", args.beam, save / "test.log")
+    bleu, hypotheses = decode(args, save / "checkpoint_last.pt", "test", save / "test.log")
     valid_bleu = final_valid_bleu(args, save)
     row = {"model": model, "loss": loss, "protocol": protocol if loss == "l2t_dlf" else "fixed", "seed": seed,
            "updates": args.updates, "valid_bleu": valid_bleu, "test_bleu": bleu,
@@ -148,7 +159,7 @@ def train_run(args, model: str, loss: str, protocol: str, seed: int, runs: Path)
            "minutes": round(minutes, 1), "repeated_4grams": repeated_4gram_share(hypotheses)}
     if loss == "ce":  # valid BLEU along training (has CE stopped improving?) beside the teacher's reward surrogate
         row["valid_bleu_curve"] = [[updates, valid_bleu if updates == args.updates else  # the final one: decoded
-                                    decode(args.data_bin, path, "valid", args.beam, save / f"valid_{updates}.log")[0],
+                                    decode(args, path, "valid", save / f"valid_{updates}.log")[0],
                                     expected_bleu_surrogate(path)] for updates, path in interval_checkpoints(save)]
     row_file.write_text(json.dumps(row, indent=1) + "\n")
     return row
@@ -156,7 +167,7 @@ def train_run(args, model: str, loss: str, protocol: str, seed: int, runs: Path)
 
 def final_valid_bleu(args, save: Path) -> float:
     """Valid BLEU of the run's last checkpoint: the dev side of every choice made on the table."""
-    return decode(args.data_bin, save / "checkpoint_last.pt", "valid", args.beam, save / "valid.log")[0]
+    return decode(args, save / "checkpoint_last.pt", "valid", save / "valid.log")[0]
 
 
 def trained_updates(checkpoint: Path) -> int:
@@ -219,6 +230,40 @@ def plan(args) -> list[tuple[str, str, str, int]]:
     return runs
 
 
+Run = tuple[str, str, str, int]  # (model, loss, protocol, seed)
+
+
+def needs(run: Run, seeds: list[int]) -> Run | None:
+    """The run whose teacher `run` reads (the other seed's online run), if any."""
+    model, loss, protocol, seed = run
+    return (model, loss, "online", reused_from(seed, seeds)) if protocol.startswith("reused") else None
+
+
+def execute(runs: list[Run], seeds: list[int], jobs: int, work: Callable[[Run], dict],
+            on_row: Callable[[int, dict], None]) -> None:
+    """work(run) for every planned run, at most `jobs` at a time and each only once the run it needs has finished;
+    on_row(index in `runs`, row) as each finishes, in the main thread.  A failed run stops the table after the
+    runs in flight have finished (they keep their checkpoints)."""
+    finished: set[Run] = set()
+    waiting = list(enumerate(runs))
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        flight: dict[Future, tuple[int, Run]] = {}
+        while waiting or flight:
+            for item in [item for item in waiting if needs(item[1], seeds) in finished | {None}]:
+                if len(flight) == jobs:
+                    break
+                waiting.remove(item)
+                flight[pool.submit(work, item[1])] = item
+            if not flight:
+                sys.exit(f"error: {waiting[0][1]} needs {needs(waiting[0][1], seeds)}, which is not planned")
+            done, _ = wait(flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                index, run_ = flight.pop(future)
+                row = future.result()  # a failed run raises here (SystemExit from run())
+                finished.add(run_)
+                on_row(index, row)
+
+
 def table(rows: list[dict], args) -> str:
     lines = ["| model | loss | protocol | seeds | valid BLEU (mean) | test BLEU (mean) | per-seed test BLEU | "
              "vs CE (paired) | train NLL (bits) | repeated 4-grams | training minutes per run |",
@@ -245,7 +290,7 @@ def table(rows: list[dict], args) -> str:
     return "\n".join(lines) + (
         f"\n\nDing de-en (train 16,025 / valid 1,000 / test 1,000 pairs), joint sentencepiece {args.vocab}, "
         f"{args.updates} updates of <= {args.max_tokens} tokens for every run, beam {args.beam}, "
-        f"{os.cpu_count()} CPU cores; L2T-DLF: {args.teacher_structure} teacher starting at label smoothing 0.1, "
+        f"{f'{os.cpu_count()} CPU cores' if args.device == 'cpu' else 'one GPU'}; L2T-DLF: {args.teacher_structure} teacher starting at label smoothing 0.1, "
         f"updated every {args.teacher_interval} updates (one-step lookahead, expected-BLEU reward on valid).\n"
         f"\nValid BLEU of CE along training (updates: sacrebleu of the decoded output (the teacher's reward "
         f"surrogate, teacher-forced expected BLEU)), and the correlation of the two:\n" + "\n".join(curves) + "\n")
@@ -346,16 +391,26 @@ def main() -> None:
                         help="writes OUT.json, OUT.md and OUT_teacher.png (default: %(default)s)")
     parser.add_argument("--reuse", action="store_true",
                         help="keep finished runs (row.json) and resume unfinished ones from their checkpoints")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where fairseq trains and decodes (default: %(default)s)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained at a time (CPU: give each OMP_NUM_THREADS = cores / jobs; default: 1)")
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
     prepare_data(args.data_bin, args.vocab)
-    runs, rows = plan(args), []
-    for model, loss, protocol, seed in runs:
-        rows.append(train_run(args, model, loss, protocol, seed, args.runs))
-        r = rows[-1]
-        print(f"{model:12s} {loss:16s} {r['protocol']:14s} seed {seed}: valid BLEU {r['valid_bleu']:6.2f}, test BLEU "
-              f"{r['test_bleu']:6.2f}, train NLL {r['train_nll']}, repeated 4-grams {r['repeated_4grams']:.3f} "
-              f"({r['minutes']:.1f} min)", flush=True)
-        text, plot = write_outputs(rows, len(runs), args)  # after every run: a sitting cut short leaves its table
+    runs, finished = plan(args), {}
+
+    def on_row(index: int, r: dict) -> None:
+        finished[index] = r
+        print(f"{r['model']:12s} {r['loss']:16s} {r['protocol']:14s} seed {r['seed']}: valid BLEU "
+              f"{r['valid_bleu']:6.2f}, test BLEU {r['test_bleu']:6.2f}, train NLL {r['train_nll']}, repeated "
+              f"4-grams {r['repeated_4grams']:.3f} ({r['minutes']:.1f} min)", flush=True)
+        # after every run, in the plan's order: a sitting cut short leaves its table
+        write_outputs([finished[i] for i in sorted(finished)], len(runs), args)
+
+    execute(runs, args.seeds, args.jobs, lambda r: train_run(args, *r, args.runs), on_row)
+    text, plot = write_outputs([finished[i] for i in sorted(finished)], len(runs), args)
     print("\n" + text + (f"\nteacher plot: {plot}" if plot else ""))
 
 

@@ -5,6 +5,8 @@ import json
 import math
 import statistics
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -46,6 +48,33 @@ def test_the_plan_trains_every_online_teacher_before_a_run_reuses_it():
     assert lstm[2:] == [("lstm", "l2t_dlf", "online", 2), ("lstm", "l2t_dlf", "reused", 1)]
 
 
+def test_concurrent_runs_wait_for_the_teacher_they_reuse_and_never_exceed_the_jobs(tmp_path):
+    args = argparse.Namespace(models=["transformer", "lstm"], seeds=[1, 2], protocols=["online", "reused"],
+                              lstm_protocol="reused")
+    runs = nmt_demo.plan(args)
+    lock, events, in_flight = threading.Lock(), [], [0]
+
+    def work(run):
+        with lock:
+            in_flight[0] += 1
+            events.append(("start", run, in_flight[0]))
+        time.sleep(0.01 if run[2] == "online" else 0.001)  # online teachers finish last if nothing waits for them
+        with lock:
+            in_flight[0] -= 1
+            events.append(("end", run, in_flight[0]))
+        return {"run": run}
+
+    rows = {}
+    nmt_demo.execute(runs, args.seeds, 3, work, lambda index, row: rows.__setitem__(index, row))
+    assert {i: r["run"] for i, r in rows.items()} == dict(enumerate(runs))  # every run once, under its plan index
+    assert max(n for kind, _, n in events if kind == "start") == 3
+    for i, (kind, run, _) in enumerate(events):
+        if kind == "start" and nmt_demo.needs(run, args.seeds) is not None:
+            assert ("end", nmt_demo.needs(run, args.seeds)) in [(k, r) for k, r, _ in events[:i]]
+    with pytest.raises(SystemExit, match="not planned"):
+        nmt_demo.execute([("transformer", "l2t_dlf", "reused", 1)], [1, 2], 2, work, lambda index, row: None)
+
+
 def test_the_surrogate_correlation_is_nan_where_it_is_undefined():
     rising = [[1000, 1.0, 0.02], [2000, 3.0, 0.03], [3000, 4.0, 0.05]]
     assert nmt_demo.correlation(rising) == pytest.approx(statistics.correlation([1.0, 3.0, 4.0], [0.02, 0.03, 0.05]))
@@ -56,7 +85,7 @@ def test_the_surrogate_correlation_is_nan_where_it_is_undefined():
 def test_a_table_cut_short_says_how_many_of_the_planned_runs_it_holds(tmp_path):
     args = argparse.Namespace(out=tmp_path / "results" / "nmt", runs=tmp_path / "runs", data_bin=tmp_path / "bin",
                               vocab=4000, updates=9000, max_tokens=2000, beam=4, teacher_interval=10,
-                              teacher_structure="soft_target_lowrank")
+                              teacher_structure="soft_target_lowrank", device="cpu")
     row = {"model": "transformer", "loss": "ce", "protocol": "fixed", "seed": 1, "updates": 9000, "valid_bleu": 7.01,
            "test_bleu": 6.44,
            "train_nll": 4.21, "minutes": 68.7, "repeated_4grams": 0.013,
