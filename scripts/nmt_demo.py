@@ -14,7 +14,7 @@ Resumable: a finished run leaves row.json in its folder and --reuse keeps it;
 an unfinished one resumes from its checkpoint_last.pt. So a long table can be
 completed over several sittings.  --jobs N trains N runs at a time (a run
 that reuses a teacher waits for the online run it reads); with --device cuda
-they share the GPU, which fits the whole table in minutes.
+they share one GPU.
 
 The recipe (judged on the valid split only; the README has its valid-BLEU
 curve): Transformer 2+2 layers, dim 128, FFN 256, 4 heads, shared embeddings,
