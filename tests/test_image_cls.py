@@ -144,4 +144,6 @@ def test_online_teacher_updates_while_a_student_trains(tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert student["state_extras"] == ["confusion", "class_accuracy"]
     assert student["teacher"]["config"]["num_features"] == 4 + 90 + 10
-    assert 0 < student["student_state"]["confusion"].sum() < 10  # ten rows of off-target probability mass
+    confusion = student["student_state"]["confusion"]  # mean predicted distributions, one row per true class
+    torch.testing.assert_close(confusion.sum(1), torch.ones(10, dtype=torch.float64))
+    assert 0 < (confusion.sum() - confusion.trace()) < 10
