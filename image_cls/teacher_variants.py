@@ -37,6 +37,9 @@ TEACHER_VARIANTS: dict[str, tuple[str, dict]] = {  # name: (what changes, Compar
                       _WHOLE),
     "whole-horizon-calibrated": ("whole-horizon, rewarded with the calibrated dev cross-entropy",
                                  {**_WHOLE, "dev_objective": "calibrated_cross_entropy"}),
+    "whole-horizon-calibrated-from-ce": ("whole-horizon-calibrated, starting at cross-entropy instead of the tuned "
+                                         "label smoothing: does one teacher run find what the epsilon grid finds?",
+                                         {**_WHOLE, "dev_objective": "calibrated_cross_entropy", "teacher_base": "ce"}),
     "confusion": ("state: the student's running soft confusion between classes added to the features "
                   "(--state-features confusion, 90 more)", {"extra_teacher_args": ["--state-features", "confusion"]}),
     "bilinear": ("the paper's bilinear family (dense W, probability floor 1e-4), base cross-entropy",
