@@ -58,6 +58,8 @@ def one_line_error(main, argv, capsys) -> str:
     (TEACHER, ["--snapshots", "0"], "argument --snapshots: must be a positive integer"),
     (TEACHER, ["--model", "foo"], "argument --model: unknown model 'foo'"),
     (TEACHER, ["--save-every", "x"], "argument --save-every: not a number: 'x'"),
+    (TEACHER, ["--state-features", "lr"], "argument --state-features: invalid choice: 'lr'"),
+    (TEACHER, ["--state-features"], "argument --state-features: expected at least one argument"),
 ])
 def test_bad_options_are_refused_at_parse_time(tmp_path, capsys, main, argv, expected):
     last = cli_error(main, [*argv, "--out", str(tmp_path / "run")], capsys)[-1]
