@@ -115,9 +115,18 @@ def decode(args, checkpoint: Path, subset: str, log: Path) -> tuple[float, list[
     return float(re.search(r"BLEU = ([\d.]+)", text).group(1)), re.findall(r"^D-\d+\t\S+\t(.*)$", text, flags=re.M)
 
 
+Run = tuple[str, str, str, int]  # (model, loss, protocol, seed)
+
+
+def run_folder(runs: Path, run: Run) -> Path:
+    """Where one run's checkpoints, logs and row.json live."""
+    model, loss, protocol, seed = run
+    return runs / f"{model}-{loss}-{protocol}-seed{seed}"
+
+
 def train_run(args, model: str, loss: str, protocol: str, seed: int, runs: Path) -> dict:
     """One fairseq-train run (resumed if a checkpoint is there), decoded on test: one row."""
-    save = runs / f"{model}-{loss}-{protocol}-seed{seed}"
+    save = run_folder(runs, (model, loss, protocol, seed))
     row_file = save / "row.json"
     if args.reuse and row_file.is_file():
         row = json.loads(row_file.read_text())
@@ -134,7 +143,7 @@ def train_run(args, model: str, loss: str, protocol: str, seed: int, runs: Path)
         if protocol != "reused":
             extra += ["--teacher-update-interval", str(args.teacher_interval)]
         if protocol.startswith("reused"):
-            source = runs / f"{model}-l2t_dlf-online-seed{reused_from(seed, args.seeds)}" / "checkpoint_last.pt"
+            source = run_folder(runs, needs((model, loss, protocol, seed), args.seeds)) / "checkpoint_last.pt"
             extra += ["--teacher-init", str(source)] + (["--teacher-update-interval", "0"] if protocol == "reused"
                                                         else [])
     interval = max(args.updates // CURVE_POINTS, 1)
@@ -228,9 +237,6 @@ def plan(args) -> list[tuple[str, str, str, int]]:
             runs += [(model, "l2t_dlf", "online", seed)] if seed in teachers else []
         runs += [(model, "l2t_dlf", p, seed) for p in reused for seed in seeds]
     return runs
-
-
-Run = tuple[str, str, str, int]  # (model, loss, protocol, seed)
 
 
 def needs(run: Run, seeds: list[int]) -> Run | None:
@@ -328,7 +334,7 @@ def plot_teachers(runs: Path, rows: list[dict], data_bin: Path, out: Path) -> Pa
     weights = torch.tensor(Dictionary.load(str(data_bin / "dict.en.txt")).count, dtype=torch.float32)
     fig, (mass_ax, scale_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
     for r in online:
-        save = runs / f"{r['model']}-l2t_dlf-online-seed{r['seed']}"
+        save = run_folder(runs, (r["model"], "l2t_dlf", "online", r["seed"]))
         points = []
         for updates, path in interval_checkpoints(save):
             extra = torch.load(path, map_location="cpu", weights_only=True)["extra_state"]["L2TTranslationTask"]
