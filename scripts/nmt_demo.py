@@ -272,21 +272,28 @@ def execute(runs: list[Run], seeds: list[int], jobs: int, work: Callable[[Run], 
 
 def table(rows: list[dict], args) -> str:
     lines = ["| model | loss | protocol | seeds | valid BLEU (mean) | test BLEU (mean) | per-seed test BLEU | "
-             "vs CE (paired) | train NLL (bits) | repeated 4-grams | training minutes per run |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    ce = {(r["model"], r["seed"]): r["test_bleu"] for r in rows if r["loss"] == "ce"}
+             "test vs CE (paired) | test vs LS (paired) | train NLL (bits) | repeated 4-grams | "
+             "training minutes per run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    test = {(r["model"], r["loss"], r["protocol"], r["seed"]): r["test_bleu"] for r in rows}
+
+    def paired(group: list[dict], base: str) -> str:
+        """Mean test-BLEU difference to the fixed loss `base` over the seeds both have."""
+        gaps = [r["test_bleu"] - test[key] for r in group
+                if (key := (r["model"], base, "fixed", r["seed"])) in test and r["loss"] != base]
+        return f"{statistics.mean(gaps):+.2f}" if gaps else ""
+
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["model"], r["loss"], r["protocol"]), []).append(r)
     for (model, loss, protocol), group in groups.items():
         group.sort(key=lambda r: r["seed"])
         bleus = [r["test_bleu"] for r in group]
-        paired = [r["test_bleu"] - ce[(model, r["seed"])] for r in group if (model, r["seed"]) in ce]
-        vs_ce = f"{statistics.mean(paired):+.2f}" if paired and loss != "ce" else ""
         nll = [r["train_nll"] for r in group if r["train_nll"] is not None]
         lines.append(f"| {model} | {loss} | {protocol} | {', '.join(str(r['seed']) for r in group)} | "
                      f"{statistics.mean(r['valid_bleu'] for r in group):.2f} | {statistics.mean(bleus):.2f} | "
-                     f"{', '.join(f'{b:.2f}' for b in bleus)} | {vs_ce} | "
+                     f"{', '.join(f'{b:.2f}' for b in bleus)} | "
+                     f"{paired(group, 'ce')} | {paired(group, 'label_smoothing')} | "
                      f"{f'{statistics.mean(nll):.2f}' if nll else ''} | "
                      f"{statistics.mean(r['repeated_4grams'] for r in group):.3f} | "
                      f"{statistics.mean(r['minutes'] for r in group):.1f} |")

@@ -100,6 +100,23 @@ def test_a_table_cut_short_says_how_many_of_the_planned_runs_it_holds(tmp_path):
     assert not text.startswith("**Partial")
 
 
+def test_the_table_pairs_each_loss_with_ce_and_label_smoothing_on_the_seeds_both_have():
+    args = argparse.Namespace(vocab=4000, updates=9000, max_tokens=2000, beam=4, teacher_interval=10,
+                              teacher_structure="smoothing", device="cpu")
+
+    def row(loss, protocol, seed, test):
+        return {"model": "transformer", "loss": loss, "protocol": protocol, "seed": seed, "valid_bleu": 7.0,
+                "test_bleu": test, "train_nll": 4.2, "minutes": 50.0, "repeated_4grams": 0.01}
+
+    rows = [row("ce", "fixed", 1, 6.0), row("ce", "fixed", 2, 7.0), row("label_smoothing", "fixed", 1, 6.5),
+            row("l2t_dlf", "online", 1, 7.0), row("l2t_dlf", "online", 2, 7.5), row("l2t_dlf", "reused", 2, 6.0)]
+    lines = nmt_demo.table(rows, args).splitlines()
+    assert "| 6.00, 7.00 |  | -0.50 |" in lines[2]  # CE against LS on seed 1 only
+    assert "| 6.50 | +0.50 |  |" in lines[3]
+    assert "| 7.00, 7.50 | +0.75 | +0.50 |" in lines[4]  # vs CE over both seeds, vs LS over seed 1, the one LS has
+    assert "| 6.00 | -1.00 |  |" in lines[5]  # no LS on seed 2: no pairing
+
+
 def test_the_teacher_plot_band_holds_the_middle_80_percent_of_tokens():
     import torch
     values = torch.tensor([0.0, 0.1, 0.5, 1.0])
