@@ -19,8 +19,10 @@ they share one GPU.
 The recipe (judged on the valid split only; the README has its valid-BLEU
 curve): Transformer 2+2 layers, dim 128, FFN 256, 4 heads, shared embeddings,
 dropout 0.2 (attention and activation 0.1), weight decay 1e-4, Adam (0.9,
-0.98), lr 1e-3 with inverse_sqrt warm-up 400, 2,000 tokens per update; LSTM
-1+1 layers of 128 units, the same optimisation. The corpus is extracted at run
+0.98), lr 1e-3 with inverse_sqrt warm-up 400, 2,000 tokens per update; LSTM:
+fairseq's lstm_wiseman_iwslt_de_en (1+1 layers of 256 units, attention) with
+shared decoder embeddings, the same optimisation at lr 3e-3, gradients
+clipped at norm 1. The corpus is extracted at run
 time from Debian's trans-de-en (GPL: never committed); as root this script
 installs the package when it is missing.
 """
@@ -42,16 +44,17 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DING = Path("/usr/share/trans/de-en")
 OPTIMISATION = ["--dropout", "0.2", "--weight-decay", "0.0001", "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)",
-                "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "400"]
+                "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "400"]
 ARCHS = {
     "transformer": ["--arch", "transformer_iwslt_de_en", "--encoder-layers", "2", "--decoder-layers", "2",
                     "--encoder-embed-dim", "128", "--decoder-embed-dim", "128", "--encoder-ffn-embed-dim", "256",
                     "--decoder-ffn-embed-dim", "256", "--encoder-attention-heads", "4",
                     "--decoder-attention-heads", "4", "--share-all-embeddings", "--attention-dropout", "0.1",
-                    "--activation-dropout", "0.1", *OPTIMISATION],
-    "lstm": ["--arch", "lstm", "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "128",
-             "--decoder-embed-dim", "128", "--encoder-hidden-size", "128", "--decoder-hidden-size", "128",
-             "--decoder-out-embed-dim", "128", "--share-decoder-input-output-embed", *OPTIMISATION],
+                    "--activation-dropout", "0.1", *OPTIMISATION, "--lr", "1e-3"],
+    # fairseq's IWSLT LSTM; chosen on valid BLEU at 3,000 CE updates: 6.34, against 4.46 for 1+1 layers of 128 with
+    # a bidirectional encoder at the same lr and 0.30 for the first recipe (unidirectional 128, lr 1e-3, no clipping)
+    "lstm": ["--arch", "lstm_wiseman_iwslt_de_en", "--share-decoder-input-output-embed", *OPTIMISATION,
+             "--lr", "3e-3", "--clip-norm", "1.0"],
 }
 TEACHER = ["--task", "l2t_translation", "--criterion", "l2t_dynamic", "--teacher-smoothing", "0.1"]
 LOSSES = {
