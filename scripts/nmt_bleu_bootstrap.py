@@ -13,26 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 from sacrebleu.metrics import BLEU
 
+from nmt_demo import decoded  # the reader of nmt_demo.py's decoded logs
+
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("valid", "test")
 BASES = ("ce", "label_smoothing")
-
-
-def decoded(log: Path) -> tuple[list[str], list[str]]:
-    """References and detokenised hypotheses of a fairseq-generate log, in sentence-id order."""
-    text = log.read_text()
-    refs = dict(re.findall(r"^T-(\d+)\t(.*)$", text, flags=re.M))
-    hyps = dict(re.findall(r"^D-(\d+)\t\S+\t(.*)$", text, flags=re.M))
-    if not hyps or refs.keys() != hyps.keys():
-        raise SystemExit(f"error: {log} is not a complete fairseq-generate log (T- and D- lines)")
-    ids = sorted(refs, key=int)
-    return [refs[i] for i in ids], [hyps[i] for i in ids]
 
 
 def paired_bootstrap(refs: list[str], run: list[str], base: list[str], samples: int, seed: int) -> dict:

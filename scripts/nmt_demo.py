@@ -115,7 +115,18 @@ def decode(args, checkpoint: Path, subset: str, log: Path) -> tuple[float, list[
                 str(args.beam), "--batch-size", "200",
                 "--max-len-a", "1.5", "--max-len-b", "5", "--scoring", "sacrebleu", "--remove-bpe", "sentencepiece"],
                log)
-    return float(re.search(r"BLEU = ([\d.]+)", text).group(1)), re.findall(r"^D-\d+\t\S+\t(.*)$", text, flags=re.M)
+    return float(re.search(r"BLEU = ([\d.]+)", text).group(1)), decoded(log)[1]
+
+
+def decoded(log: Path) -> tuple[list[str], list[str]]:
+    """References and detokenised hypotheses of a fairseq-generate log, in sentence-id order."""
+    text = log.read_text()
+    refs = dict(re.findall(r"^T-(\d+)\t(.*)$", text, flags=re.M))
+    hyps = dict(re.findall(r"^D-(\d+)\t\S+\t(.*)$", text, flags=re.M))
+    if not hyps or refs.keys() != hyps.keys():
+        raise SystemExit(f"error: {log} is not a complete fairseq-generate log (T- and D- lines)")
+    ids = sorted(refs, key=int)
+    return [refs[i] for i in ids], [hyps[i] for i in ids]
 
 
 Run = tuple[str, str, str, int]  # (model, loss, protocol, seed)
