@@ -1,8 +1,9 @@
 """How much of a BLEU difference in the NMT table is the choice of sentences.
 
 Two seeds give no interval across seeds, so for every run of scripts/nmt_demo.py
-and each split this pairs the run with cross-entropy and label smoothing of the
-same model and seed, and resamples the split's sentences (paired bootstrap,
+and each split this pairs the run with cross-entropy, label smoothing 0.1 and
+the label smoothing tuned on valid (where the table has a grid) of the same
+model and seed, and resamples the split's sentences (paired bootstrap,
 Koehn 2004: the same resampled sentences for both systems): the BLEU difference,
 its 95 % interval and the share of resamples in which the run is ahead. It reads
 the decoded output that nmt_demo.py left in each run's folder (valid.log and
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from sacrebleu.metrics import BLEU
 
-from nmt_demo import decoded  # the reader of nmt_demo.py's decoded logs
+from nmt_demo import decoded, tuned_smoothing  # the reader of nmt_demo.py's decoded logs, its tuned-LS choice
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("valid", "test")
@@ -42,14 +43,16 @@ def paired_bootstrap(refs: list[str], run: list[str], base: list[str], samples: 
 
 
 def compare(runs: Path, samples: int, seed: int) -> list[dict]:
-    """One entry per (run, split, base) for every finished run but CE and each base of the same model and seed."""
-    finished = {}
+    """One entry per (run, split, base) for every finished run but CE and each base of the same model and seed:
+    CE, label smoothing 0.1 and, where the table tuned it on valid, the tuned epsilon."""
+    finished, rows = {}, []
     for row_file in sorted(runs.glob("*/row.json")):
-        row = json.loads(row_file.read_text())
-        finished[(row["model"], row["loss"], row["protocol"], row["seed"])] = row_file.parent
+        rows.append(json.loads(row_file.read_text()))
+        finished[(rows[-1]["model"], rows[-1]["loss"], rows[-1]["protocol"], rows[-1]["seed"])] = row_file.parent
+    tuned = tuned_smoothing(rows)
     entries = []
     for (model, loss, protocol, run_seed), folder in finished.items():
-        for base in BASES:
+        for base in dict.fromkeys([*BASES, tuned.get(model, BASES[0])]):
             base_folder = finished.get((model, base, "fixed", run_seed))
             if loss == "ce" or loss == base or base_folder is None:  # CE against LS is LS against CE, negated
                 continue

@@ -2,7 +2,9 @@
 on the Ding German-English sentence pairs, through fairseq's own CLIs.
 
 Every run gets the same recipe, updates, batches (--max-tokens) and seeds; the
-test split is decoded once per finished run (beam 4, sacrebleu). L2T-DLF runs
+test split is decoded once per finished run (beam 4, sacrebleu). The tuned-LS
+baseline of the Transformer is the epsilon of CE (0), 0.1 and --ls-grid with the
+best mean valid BLEU. L2T-DLF runs
 in two protocols: `online` (the teacher learns from the first update on) and
 the paper's `reused` (the teacher trained along the online run of another
 seed, loaded with --teacher-init and frozen; `reused_online` keeps updating
@@ -63,6 +65,20 @@ LOSSES = {
                         "--label-smoothing", "0.1"],
     "l2t_dlf": TEACHER,
 }
+TUNED_GRID = "label_smoothing_"  # a Transformer baseline of the --ls-grid: label_smoothing_EPS
+
+
+def loss_flags(loss: str) -> list[str]:
+    """fairseq's task and criterion options of a table loss (label_smoothing_EPS: the tuning grid's)."""
+    if loss.startswith(TUNED_GRID):
+        return [*LOSSES["ce"][:-1], loss[len(TUNED_GRID):]]
+    return list(LOSSES[loss])
+
+
+def smoothing_of(loss: str) -> float | None:
+    """The label-smoothing epsilon of a fixed table loss (CE: 0), None for the teacher."""
+    return {"ce": 0.0, "label_smoothing": 0.1}.get(loss, float(loss[len(TUNED_GRID):]) if
+                                                   loss.startswith(TUNED_GRID) else None)
 # the first is the table's: chosen on valid BLEU (Transformer seed 1, online: smoothing 6.77, soft_target_lowrank 3.69)
 TEACHER_STRUCTURES = ("smoothing", "soft_target_lowrank")
 PROTOCOLS = ("online", "reused", "reused_online")
@@ -151,7 +167,7 @@ def train_run(args, model: str, loss: str, protocol: str, seed: int, runs: Path)
     if not args.reuse:
         shutil.rmtree(save, ignore_errors=True)
     save.mkdir(parents=True, exist_ok=True)
-    extra = list(LOSSES[loss])
+    extra = loss_flags(loss)
     if loss == "l2t_dlf":
         extra += ["--teacher-structure", args.teacher_structure]
         if protocol != "reused":
@@ -250,6 +266,9 @@ def plan(args) -> list[tuple[str, str, str, int]]:
             runs += [(model, loss, "fixed", seed) for loss in ("ce", "label_smoothing") if seed in seeds]
             runs += [(model, "l2t_dlf", "online", seed)] if seed in teachers else []
         runs += [(model, "l2t_dlf", p, seed) for p in reused for seed in seeds]
+    # last: the teacher's own runs come first in a table cut short
+    runs += [("transformer", f"{TUNED_GRID}{eps:g}", "fixed", seed) for eps in args.ls_grid for seed in args.seeds
+             if "transformer" in args.models]
     return runs
 
 
@@ -286,9 +305,9 @@ def execute(runs: list[Run], seeds: list[int], jobs: int, work: Callable[[Run], 
 
 def table(rows: list[dict], args) -> str:
     lines = ["| model | loss | protocol | seeds | valid BLEU (mean) | test BLEU (mean) | per-seed test BLEU | "
-             "test vs CE (paired) | test vs LS (paired) | train NLL (bits) | repeated 4-grams | "
-             "training minutes per run |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "test vs CE (paired) | test vs LS (paired) | test vs tuned LS (paired) | train NLL (bits) | "
+             "repeated 4-grams | training minutes per run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     test = {(r["model"], r["loss"], r["protocol"], r["seed"]): r["test_bleu"] for r in rows}
 
     def paired(group: list[dict], base: str) -> str:
@@ -300,6 +319,7 @@ def table(rows: list[dict], args) -> str:
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["model"], r["loss"], r["protocol"]), []).append(r)
+    tuned = tuned_smoothing(rows)
     for (model, loss, protocol), group in groups.items():
         group.sort(key=lambda r: r["seed"])
         bleus = [r["test_bleu"] for r in group]
@@ -308,19 +328,36 @@ def table(rows: list[dict], args) -> str:
                      f"{statistics.mean(r['valid_bleu'] for r in group):.2f} | {statistics.mean(bleus):.2f} | "
                      f"{', '.join(f'{b:.2f}' for b in bleus)} | "
                      f"{paired(group, 'ce')} | {paired(group, 'label_smoothing')} | "
+                     f"{paired(group, tuned[model]) if model in tuned and loss != tuned[model] else ''} | "
                      f"{f'{statistics.mean(nll):.2f}' if nll else ''} | "
                      f"{statistics.mean(r['repeated_4grams'] for r in group):.3f} | "
                      f"{statistics.mean(r['minutes'] for r in group):.1f} |")
     curves = [f"- {r['model']} CE seed {r['seed']}: " + ", ".join(f"{u}: {b:.2f} ({e:.3f})"
                                                                    for u, b, e in r["valid_bleu_curve"])
               + f"; correlation {correlation(r['valid_bleu_curve']):+.2f}" for r in rows if "valid_bleu_curve" in r]
-    return "\n".join(lines) + (
+    choices = ""
+    for model, loss in tuned.items():
+        grid = sorted({smoothing_of(m_loss) for m, m_loss, _ in groups if m == model} - {None})
+        choices += (f"\n\nTuned LS, {model}: epsilon {smoothing_of(loss):g}, the best mean valid BLEU of "
+                    f"{', '.join(f'{eps:g}' for eps in grid)} (0: CE).")
+    return "\n".join(lines) + choices + (
         f"\n\nDing de-en (train 16,025 / valid 1,000 / test 1,000 pairs), joint sentencepiece {args.vocab}, "
         f"{args.updates} updates of <= {args.max_tokens} tokens for every run, beam {args.beam}, "
         f"{f'{os.cpu_count()} CPU cores' if args.device == 'cpu' else 'one GPU'}; L2T-DLF: {args.teacher_structure} teacher starting at label smoothing 0.1, "
         f"updated every {args.teacher_interval} updates (one-step lookahead, expected-BLEU reward on valid).\n"
         f"\nValid BLEU of CE along training (updates: sacrebleu of the decoded output (the teacher's reward "
         f"surrogate, teacher-forced expected BLEU)), and the correlation of the two:\n" + "\n".join(curves) + "\n")
+
+
+def tuned_smoothing(rows: list[dict]) -> dict[str, str]:
+    """Per model, the fixed loss (CE or a label-smoothing epsilon) with the best mean valid BLEU: the baseline a
+    user would tune. Only models with a grid beyond CE and 0.1 get one."""
+    means: dict[str, dict[str, list[float]]] = {}
+    for r in rows:
+        if smoothing_of(r["loss"]) is not None:
+            means.setdefault(r["model"], {}).setdefault(r["loss"], []).append(r["valid_bleu"])
+    return {model: max(found, key=lambda loss: statistics.mean(found[loss])) for model, found in means.items()
+            if any(loss.startswith(TUNED_GRID) for loss in found)}
 
 
 def correlation(curve: list[list[float]]) -> float:
@@ -405,6 +442,10 @@ def main() -> None:
                         help="L2T-DLF protocols for the Transformer (default: %(default)s)")
     parser.add_argument("--lstm-protocol", choices=PROTOCOLS, default="online",
                         help="the one L2T-DLF protocol run for the LSTM (default: %(default)s)")
+    parser.add_argument("--ls-grid", type=float, nargs="*", default=[0.05],
+                        help="label-smoothing epsilons trained for the Transformer besides CE (0) and 0.1: the "
+                             "tuned-LS baseline is the one of them with the best mean valid BLEU (default: "
+                             "%(default)s)")
     parser.add_argument("--teacher-interval", type=int, default=10, help="--teacher-update-interval (default: 10)")
     parser.add_argument("--teacher-structure", choices=TEACHER_STRUCTURES, default=TEACHER_STRUCTURES[0],
                         help="the L2T-DLF teacher's loss family (default: %(default)s); runs of another one belong in "

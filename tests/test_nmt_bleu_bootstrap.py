@@ -47,17 +47,28 @@ def test_the_difference_is_the_corpus_bleu_difference_and_its_interval_holds_it(
 def test_runs_are_paired_with_the_baselines_of_their_own_model_and_seed(tmp_path):
     systems = {("ce", "fixed", 1): WORSE, ("label_smoothing", "fixed", 1): WORSE, ("l2t_dlf", "online", 1): REFS,
                ("l2t_dlf", "online", 2): REFS}  # seed 2 has no baseline: nothing to pair it with
-    for (loss, protocol, seed), hyps in systems.items():
+
+    def add(loss, protocol, seed, hyps, valid_bleu):
         folder = tmp_path / f"transformer-{loss}-{protocol}-seed{seed}"
         folder.mkdir()
         for split in nmt_bleu_bootstrap.SPLITS:
             generate_log(folder / f"{split}.log", REFS, hyps)
         (folder / "row.json").write_text(json.dumps({"model": "transformer", "loss": loss, "protocol": protocol,
-                                                     "seed": seed}))
+                                                     "seed": seed, "valid_bleu": valid_bleu}))
+
+    for (loss, protocol, seed), hyps in systems.items():
+        add(loss, protocol, seed, hyps, 5.0)
+    pairs = {("label_smoothing", 1, "valid", "ce"), ("label_smoothing", 1, "test", "ce"),
+             ("l2t_dlf", 1, "valid", "ce"), ("l2t_dlf", 1, "test", "ce"),
+             ("l2t_dlf", 1, "valid", "label_smoothing"), ("l2t_dlf", 1, "test", "label_smoothing")}
     entries = nmt_bleu_bootstrap.compare(tmp_path, samples=20, seed=0)
-    assert {(e["loss"], e["seed"], e["split"], e["base"]) for e in entries} == {
-        ("label_smoothing", 1, "valid", "ce"), ("label_smoothing", 1, "test", "ce"),
-        ("l2t_dlf", 1, "valid", "ce"), ("l2t_dlf", 1, "test", "ce"),
-        ("l2t_dlf", 1, "valid", "label_smoothing"), ("l2t_dlf", 1, "test", "label_smoothing")}
+    assert {(e["loss"], e["seed"], e["split"], e["base"]) for e in entries} == pairs
+    add("label_smoothing_0.05", "fixed", 1, WORSE, 6.0)  # a grid epsilon with the best valid BLEU: the tuned base
+    tuned = {(loss, 1, split, "label_smoothing_0.05") for loss in ("label_smoothing", "l2t_dlf") for split in
+             nmt_bleu_bootstrap.SPLITS}
+    grid = {("label_smoothing_0.05", 1, split, base) for split in nmt_bleu_bootstrap.SPLITS
+            for base in ("ce", "label_smoothing")}
+    assert {(e["loss"], e["seed"], e["split"], e["base"])
+            for e in nmt_bleu_bootstrap.compare(tmp_path, samples=20, seed=0)} == pairs | tuned | grid
     assert all(e["difference"] > 0 for e in entries if e["loss"] == "l2t_dlf")
     assert "| transformer | l2t_dlf | online | 1 | test | ce |" in nmt_bleu_bootstrap.markdown(entries, 20)

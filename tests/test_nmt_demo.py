@@ -31,9 +31,12 @@ def test_a_reused_teacher_always_comes_from_another_seeds_online_run():
 
 def test_the_plan_trains_every_online_teacher_before_a_run_reuses_it():
     args = argparse.Namespace(models=["transformer", "lstm"], seeds=[1, 2], protocols=["online", "reused"],
-                              lstm_protocol="online")
+                              lstm_protocol="online", ls_grid=[0.05])
     runs = nmt_demo.plan(args)
-    assert len(runs) == len(set(runs)) == 2 * 4 + 3
+    assert len(runs) == len(set(runs)) == 2 * 4 + 3 + 2
+    # the tuning grid's baselines come last: a table cut short has the teacher's own comparison
+    assert runs[-2:] == [("transformer", "label_smoothing_0.05", "fixed", 1),
+                         ("transformer", "label_smoothing_0.05", "fixed", 2)]
     assert runs[:3] == [("transformer", "ce", "fixed", 1), ("transformer", "label_smoothing", "fixed", 1),
                         ("transformer", "l2t_dlf", "online", 1)]  # one seed's comparison first
     for model, loss, protocol, seed in runs:
@@ -50,7 +53,7 @@ def test_the_plan_trains_every_online_teacher_before_a_run_reuses_it():
 
 def test_concurrent_runs_wait_for_the_teacher_they_reuse_and_never_exceed_the_jobs(tmp_path):
     args = argparse.Namespace(models=["transformer", "lstm"], seeds=[1, 2], protocols=["online", "reused"],
-                              lstm_protocol="reused")
+                              lstm_protocol="reused", ls_grid=[])
     runs = nmt_demo.plan(args)
     lock, events, in_flight = threading.Lock(), [], [0]
 
@@ -115,6 +118,30 @@ def test_the_table_pairs_each_loss_with_ce_and_label_smoothing_on_the_seeds_both
     assert "| 6.50 | +0.50 |  |" in lines[3]
     assert "| 7.00, 7.50 | +0.75 | +0.50 |" in lines[4]  # vs CE over both seeds, vs LS over seed 1, the one LS has
     assert "| 6.00 | -1.00 |  |" in lines[5]  # no LS on seed 2: no pairing
+    assert "Tuned LS" not in nmt_demo.table(rows, args)  # no grid beyond CE and 0.1: nothing was tuned
+
+
+def test_the_tuned_label_smoothing_is_the_fixed_loss_with_the_best_mean_valid_bleu():
+    args = argparse.Namespace(vocab=4000, updates=9000, max_tokens=2000, beam=4, teacher_interval=10,
+                              teacher_structure="smoothing", device="cpu")
+
+    def row(loss, protocol, seed, valid, test):
+        return {"model": "transformer", "loss": loss, "protocol": protocol, "seed": seed, "valid_bleu": valid,
+                "test_bleu": test, "train_nll": 4.2, "minutes": 50.0, "repeated_4grams": 0.01}
+
+    rows = [row("ce", "fixed", 1, 7.0, 6.0), row("ce", "fixed", 2, 7.0, 6.0),
+            row("label_smoothing", "fixed", 1, 6.8, 9.0), row("label_smoothing", "fixed", 2, 6.8, 9.0),
+            row("label_smoothing_0.05", "fixed", 1, 7.3, 6.5), row("label_smoothing_0.05", "fixed", 2, 6.9, 6.7),
+            row("l2t_dlf", "online", 1, 9.0, 7.0), row("l2t_dlf", "online", 2, 9.0, 7.0)]  # the teacher is no choice
+    assert nmt_demo.tuned_smoothing(rows) == {"transformer": "label_smoothing_0.05"}  # 7.1 against 7.0 and 6.8:
+    text = nmt_demo.table(rows, args)                                                 # valid chose, not test
+    assert "Tuned LS, transformer: epsilon 0.05, the best mean valid BLEU of 0, 0.05, 0.1 (0: CE)." in text
+    lines = text.splitlines()
+    assert "| 6.00, 6.00 |  | -3.00 | -0.60 |" in lines[2]
+    assert "| 6.50, 6.70 | +0.60 | -2.40 |  |" in lines[4]  # the tuned row itself: nothing to pair
+    assert "| 7.00, 7.00 | +1.00 | -2.00 | +0.40 |" in lines[5]
+    assert nmt_demo.loss_flags("label_smoothing_0.05")[-2:] == ["--label-smoothing", "0.05"]
+    assert nmt_demo.loss_flags("label_smoothing") == nmt_demo.LOSSES["label_smoothing"]
 
 
 def test_the_teacher_plot_band_holds_the_middle_80_percent_of_tokens():
