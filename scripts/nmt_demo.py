@@ -320,7 +320,8 @@ def table(rows: list[dict], args) -> str:
     for r in rows:
         groups.setdefault((r["model"], r["loss"], r["protocol"]), []).append(r)
     tuned = tuned_smoothing(rows)
-    for (model, loss, protocol), group in groups.items():
+    models = list(dict.fromkeys(r["model"] for r in rows))  # a model's rows together, the tuning grid's included
+    for (model, loss, protocol), group in sorted(groups.items(), key=lambda item: models.index(item[0][0])):
         group.sort(key=lambda r: r["seed"])
         bleus = [r["test_bleu"] for r in group]
         nll = [r["train_nll"] for r in group if r["train_nll"] is not None]
@@ -343,7 +344,8 @@ def table(rows: list[dict], args) -> str:
     return "\n".join(lines) + choices + (
         f"\n\nDing de-en (train 16,025 / valid 1,000 / test 1,000 pairs), joint sentencepiece {args.vocab}, "
         f"{args.updates} updates of <= {args.max_tokens} tokens for every run, beam {args.beam}, "
-        f"{f'{os.cpu_count()} CPU cores' if args.device == 'cpu' else 'one GPU'}; L2T-DLF: {args.teacher_structure} teacher starting at label smoothing 0.1, "
+        f"{f'{os.cpu_count()} CPU cores' if args.device == 'cpu' else 'one GPU'}; "
+        f"L2T-DLF: {args.teacher_structure} teacher starting at label smoothing 0.1, "
         f"updated every {args.teacher_interval} updates (one-step lookahead, expected-BLEU reward on valid).\n"
         f"\nValid BLEU of CE along training (updates: sacrebleu of the decoded output (the teacher's reward "
         f"surrogate, teacher-forced expected BLEU)), and the correlation of the two:\n" + "\n".join(curves) + "\n")

@@ -131,6 +131,7 @@ def test_the_tuned_label_smoothing_is_the_fixed_loss_with_the_best_mean_valid_bl
 
     rows = [row("ce", "fixed", 1, 7.0, 6.0), row("ce", "fixed", 2, 7.0, 6.0),
             row("label_smoothing", "fixed", 1, 6.8, 9.0), row("label_smoothing", "fixed", 2, 6.8, 9.0),
+            {**row("ce", "fixed", 1, 5.0, 4.6), "model": "lstm"},  # finished before the grid, shown after it
             row("label_smoothing_0.05", "fixed", 1, 7.3, 6.5), row("label_smoothing_0.05", "fixed", 2, 6.9, 6.7),
             row("l2t_dlf", "online", 1, 9.0, 7.0), row("l2t_dlf", "online", 2, 9.0, 7.0)]  # the teacher is no choice
     assert nmt_demo.tuned_smoothing(rows) == {"transformer": "label_smoothing_0.05"}  # 7.1 against 7.0 and 6.8:
@@ -140,6 +141,7 @@ def test_the_tuned_label_smoothing_is_the_fixed_loss_with_the_best_mean_valid_bl
     assert "| 6.00, 6.00 |  | -3.00 | -0.60 |" in lines[2]
     assert "| 6.50, 6.70 | +0.60 | -2.40 |  |" in lines[4]  # the tuned row itself: nothing to pair
     assert "| 7.00, 7.00 | +1.00 | -2.00 | +0.40 |" in lines[5]
+    assert lines[6].startswith("| lstm | ce |") and "| 4.60 |  |  |  | 4.20 |" in lines[6]  # no grid: no tuning
     assert nmt_demo.loss_flags("label_smoothing_0.05")[-2:] == ["--label-smoothing", "0.05"]
     assert nmt_demo.loss_flags("label_smoothing") == nmt_demo.LOSSES["label_smoothing"]
 
