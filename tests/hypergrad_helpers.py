@@ -7,8 +7,13 @@ from torch import nn
 from fairseq_l2t.dev_objectives import get_dev_objective
 from fairseq_l2t.functional_student import FunctionalStudent, SGDConfig
 from fairseq_l2t.hypergradient import Unroll
-from fairseq_l2t.loss_structures import (DenseStructure, DiagLowRankStructure, LowRankSoftTargetStructure,
-                                         SmoothingStructure, SoftTargetStructure)
+from fairseq_l2t.loss_structures import (
+    DenseStructure,
+    DiagLowRankStructure,
+    LowRankSoftTargetStructure,
+    SmoothingStructure,
+    SoftTargetStructure,
+)
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import Teacher
 

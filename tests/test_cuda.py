@@ -2,11 +2,10 @@
 --device cuda.  Skipped where torch sees no CUDA device (every check here needs one)."""
 import pytest
 import torch
+from hypergrad_helpers import make_unroll, perturbed_teacher, relative_error, tiny_mlp
 
 from fairseq_l2t.hypergradient import hypergradient
-from image_cls import evaluate, train_student, train_teacher
-
-from hypergrad_helpers import make_unroll, perturbed_teacher, relative_error, tiny_mlp
+from image_cls.cli import evaluate, train_student, train_teacher
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

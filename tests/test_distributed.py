@@ -12,18 +12,20 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from hypergrad_helpers import NUM_CLASSES, make_unroll, perturbed_teacher, relative_error, tiny_mlp
 
 from fairseq_l2t import distributed
+from fairseq_l2t.functional_student import SGDConfig
 from fairseq_l2t.hypergradient import hypergradient, run_unroll
 from fairseq_l2t.state_features import StudentState
-from hypergrad_helpers import NUM_CLASSES, make_unroll, perturbed_teacher, relative_error, tiny_mlp
-from fairseq_l2t.functional_student import SGDConfig
-from image_cls import plots, train_student, train_teacher
-from image_cls.checkpoints import save_finite_on_main
-from image_cls.data import BatchStream, ImageSet
-from image_cls.distributed import ShardedStream, max_over_ranks, require_divisible, shard_split
-from image_cls.student_losses import StudentLoss
-from image_cls.student_loop import train_student as train_student_loop
+from image_cls.cli import train_student, train_teacher
+from image_cls.data.batches import BatchStream
+from image_cls.data.image_sets import ImageSet
+from image_cls.run_files import plots
+from image_cls.run_files.checkpoints import save_finite_on_main
+from image_cls.training.distributed import ShardedStream, max_over_ranks, require_divisible, shard_split
+from image_cls.training.student_loop import train_student as train_student_loop
+from image_cls.training.student_losses import StudentLoss
 
 WORLD = 2
 DEV_SPLIT = 13  # rank 0 holds 13 of the 20 dev examples, rank 1 the other 7: unequal dev shards
@@ -229,8 +231,8 @@ def image_runs(tmp_path_factory):
     train_teacher.main(TEACHER + ["--out", str(root / "teacher1")])
     teacher = ["--teacher", str(root / "teacher1" / "teacher.pt")]
     train_student.main(STUDENT + teacher + ["--out", str(root / "student1")])
-    for name, module, argv in (("teacher2", "image_cls.train_teacher", TEACHER),
-                               ("student2", "image_cls.train_student", STUDENT + teacher)):
+    for name, module, argv in (("teacher2", "image_cls.cli.train_teacher", TEACHER),
+                               ("student2", "image_cls.cli.train_student", STUDENT + teacher)):
         done = torchrun(module, argv + ["--out", str(root / name)])
         assert done.returncode == 0, done.stderr[-3000:]
     return root

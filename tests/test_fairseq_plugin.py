@@ -9,8 +9,9 @@ import pytest
 import torch
 
 pytest.importorskip("fairseq")
-import fairseq_l2t.fairseq_plugin.checkpoint_safety  # noqa: E402,F401  (weights-only loading of fairseq files)
 from hypergrad_helpers import relative_error  # noqa: E402
+
+import fairseq_l2t.fairseq_plugin.checkpoint_safety  # noqa: E402,F401  (weights-only loading of fairseq files)
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -12,8 +12,7 @@ import pytest
 import torch
 
 pytest.importorskip("fairseq")
-from test_fairseq_plugin import (BIN, COMMON, TINY_TRANSFORMER, binarize, model_state,  # noqa: E402
-                                 teacher_state, train)
+from test_fairseq_plugin import BIN, COMMON, TINY_TRANSFORMER, binarize, model_state, teacher_state, train  # noqa: E402
 
 BILINEAR = ["--teacher-structure", "lowrank"]  # the teacher whose loss needs the probability floor
 DETERMINISTIC = ["--criterion", "l2t_dynamic", "--dropout", "0", "--teacher-update-interval", "2",

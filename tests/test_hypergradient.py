@@ -5,11 +5,11 @@ import math
 
 import pytest
 import torch
+from hypergrad_helpers import NUM_CLASSES, make_unroll, perturbed_teacher, relative_error, tiny_mlp
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from fairseq_l2t.hypergradient import _binomial_split, hypergradient, one_step_hypergradient, rng_state, run_unroll
 from fairseq_l2t.state_features import StudentState
-from hypergrad_helpers import NUM_CLASSES, make_unroll, perturbed_teacher, relative_error, tiny_mlp
 
 ENGINE_CASES = [("stored", 8), ("checkpointed", 1), ("checkpointed", 2), ("checkpointed", 3)]
 

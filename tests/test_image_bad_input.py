@@ -10,9 +10,10 @@ from fairseq_l2t.loss_structures import DenseStructure
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import Teacher
 from fairseq_l2t.teacher_controller import TeacherController, teacher_payload
-from image_cls import data, evaluate, train_student, train_teacher
-from image_cls.checkpoints import save_atomic
-from image_cls.resume import LAST_CHECKPOINT
+from image_cls.cli import evaluate, train_student, train_teacher
+from image_cls.data import builtin_datasets as data
+from image_cls.run_files.checkpoints import save_atomic
+from image_cls.run_files.resume import LAST_CHECKPOINT
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 STUDENT, TEACHER = train_student.main, train_teacher.main

@@ -13,13 +13,16 @@ from fairseq_l2t.loss_structures import DenseStructure
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import Teacher
 from fairseq_l2t.teacher_controller import TeacherController, teacher_payload
-from image_cls import evaluate, plots, train_student, train_teacher
-from image_cls.checkpoints import save_atomic
-from image_cls.data import BatchStream, eval_batches, load_splits
-from image_cls.models import build_model
-from image_cls.student_losses import StudentLoss
-from image_cls.student_loop import train_student as train_student_loop
-from image_cls.teacher_episodes import TeacherTrainingConfig, fresh_student, train_teacher as train_teacher_loop
+from image_cls.cli import evaluate, train_student, train_teacher
+from image_cls.data.batches import BatchStream, eval_batches
+from image_cls.data.splits import load_splits
+from image_cls.run_files import plots
+from image_cls.run_files.checkpoints import save_atomic
+from image_cls.training.models import build_model
+from image_cls.training.student_loop import train_student as train_student_loop
+from image_cls.training.student_losses import StudentLoss
+from image_cls.training.teacher_episodes import TeacherTrainingConfig, fresh_student
+from image_cls.training.teacher_episodes import train_teacher as train_teacher_loop
 
 
 @pytest.fixture(scope="module")

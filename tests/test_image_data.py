@@ -5,15 +5,9 @@ import pytest
 import torch
 import torchvision
 
-from image_cls.data import (
-    BatchStream,
-    DatasetUnavailable,
-    ImageSet,
-    eval_batches,
-    load_splits,
-    pad_crop_flip,
-    per_class_parts,
-)
+from image_cls.data.batches import BatchStream, eval_batches, pad_crop_flip
+from image_cls.data.image_sets import DatasetUnavailable, ImageSet, per_class_parts
+from image_cls.data.splits import load_splits
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from image_cls.models import MODEL_NAMES, build_model
+from image_cls.training.models import MODEL_NAMES, build_model
 
 SHAPES = [(1, 28), (3, 32)]
 FAST_MODELS = ["mlp", "lenet", "resnet8", "resnet20", "wrn-10-2"]

@@ -14,14 +14,17 @@ from fairseq_l2t.loss_structures import DenseStructure
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import Teacher
 from fairseq_l2t.teacher_controller import TeacherController, teacher_payload
-from image_cls import student_loop, teacher_episodes, train_student
-from image_cls.checkpoints import load_checkpoint, save_atomic, save_finite
-from image_cls.data import BatchStream, eval_batches, load_splits
-from image_cls.models import build_model
-from image_cls.resume import LAST_CHECKPOINT
-from image_cls.student_losses import StudentLoss
-from image_cls.student_loop import OnlineTeaching, train_student as train_student_loop
-from image_cls.teacher_episodes import TeacherTrainingConfig, train_teacher
+from image_cls.cli import train_student
+from image_cls.data.batches import BatchStream, eval_batches
+from image_cls.data.splits import load_splits
+from image_cls.run_files.checkpoints import load_checkpoint, save_atomic, save_finite
+from image_cls.run_files.resume import LAST_CHECKPOINT
+from image_cls.training import student_loop, teacher_episodes
+from image_cls.training.models import build_model
+from image_cls.training.student_loop import OnlineTeaching
+from image_cls.training.student_loop import train_student as train_student_loop
+from image_cls.training.student_losses import StudentLoss
+from image_cls.training.teacher_episodes import TeacherTrainingConfig, train_teacher
 
 SGD = SGDConfig(0.05, 0.9, 5e-4)
 

@@ -16,9 +16,10 @@ from fairseq_l2t.loss_structures import DenseStructure
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import Teacher
 from fairseq_l2t.teacher_controller import teacher_payload
-from image_cls import checkpoints, train_student, train_teacher
-from image_cls.checkpoints import load_checkpoint, save_atomic
-from image_cls.resume import LAST_CHECKPOINT, remove_stale_temp_files
+from image_cls.cli import train_student, train_teacher
+from image_cls.run_files import checkpoints
+from image_cls.run_files.checkpoints import load_checkpoint, save_atomic
+from image_cls.run_files.resume import LAST_CHECKPOINT, remove_stale_temp_files
 
 REPO = Path(__file__).resolve().parents[1]
 # one thread per process: the runs are reproducible and can share the cores
@@ -104,13 +105,13 @@ def test_student_cli_killed_and_resumed_matches_an_uninterrupted_run(tmp_path, t
     argv = ["--model", "mlp", "--loss", "teacher", "--teacher", str(teacher_file), "--online-every", "4",
             "--lookahead", "2", "--steps", "60", "--eval-every", "10", "--save-every", "15", "--seed", "3"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    killed = launch("image_cls.train_student", argv + ["--out", str(broken)])
+    killed = launch("image_cls.cli.train_student", argv + ["--out", str(broken)])
     # killed after the eval row of step 20 and so after the checkpoint of step 15: one row must not repeat
     kill_once(killed, lambda: lines(broken / "log.csv") >= 3)
     saved = load_checkpoint(broken / LAST_CHECKPOINT, "student")
     assert 15 <= saved["step"] < 60 and not (broken / "checkpoint.pt").exists()
     assert lines(broken / "log.csv") - 1 > len(saved["history"])  # rows past the checkpoint were logged
-    resumed = launch("image_cls.train_student", argv + ["--out", str(broken), "--resume"])
+    resumed = launch("image_cls.cli.train_student", argv + ["--out", str(broken), "--resume"])
     run_in_process(train_student.main, argv + ["--out", str(whole)])
     finish(resumed)
     a, b = (torch.load(d / "checkpoint.pt", weights_only=True) for d in (whole, broken))
@@ -128,13 +129,13 @@ def test_teacher_cli_killed_mid_round_and_resumed_matches_an_uninterrupted_run(t
     argv = ["--model", "mlp", "--rounds", "2", "--steps-per-round", "20", "--episode-steps", "5",
             "--pretrain-steps", "5", "--save-every", "2", "--seed", "1"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    killed = launch("image_cls.train_teacher", argv + ["--out", str(broken)])
+    killed = launch("image_cls.cli.train_teacher", argv + ["--out", str(broken)])
     kill_once(killed, lambda: lines(broken / "teacher_log.csv") >= 4)  # 3 episodes logged, checkpoint of 2 written
     saved = load_checkpoint(broken / LAST_CHECKPOINT, "teacher")
     progress = saved["progress"]
     assert progress["round"] == 0 and 2 <= progress["episode"] < 4 and not (broken / "teacher.pt").exists()
     assert lines(broken / "teacher_log.csv") - 1 > len(saved["history"])
-    resumed = launch("image_cls.train_teacher", argv + ["--out", str(broken), "--resume"])
+    resumed = launch("image_cls.cli.train_teacher", argv + ["--out", str(broken), "--resume"])
     run_in_process(train_teacher.main, argv + ["--out", str(whole)])
     finish(resumed)
     a, b = (torch.load(d / "teacher.pt", weights_only=True) for d in (whole, broken))
@@ -166,7 +167,7 @@ def test_an_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch
 
 SAVER = """
 import os, sys, time, torch
-from image_cls.checkpoints import save_atomic
+from image_cls.run_files.checkpoints import save_atomic
 path = sys.argv[1]
 save_atomic({"kind": "student", "step": 1, "w": torch.ones(3)}, path)
 def stall(fd):
@@ -196,10 +197,10 @@ def test_teacher_cli_with_two_students_resumes_exactly(tmp_path):
     argv = ["--model", "mlp", "--rounds", "1", "--steps-per-round", "40", "--episode-steps", "5", "--students", "2",
             "--structure", "soft_target", "--teacher-base", "label_smoothing=0.1", "--save-every", "2"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    killed = launch("image_cls.train_teacher", argv + ["--out", str(broken)])
+    killed = launch("image_cls.cli.train_teacher", argv + ["--out", str(broken)])
     kill_once(killed, lambda: lines(broken / "teacher_log.csv") >= 4)
     assert len(load_checkpoint(broken / LAST_CHECKPOINT, "teacher")["progress"]["students"]) == 2
-    resumed = launch("image_cls.train_teacher", argv + ["--out", str(broken), "--resume"])
+    resumed = launch("image_cls.cli.train_teacher", argv + ["--out", str(broken), "--resume"])
     run_in_process(train_teacher.main, argv + ["--out", str(whole)])
     finish(resumed)
     a, b = (torch.load(d / "teacher.pt", weights_only=True) for d in (whole, broken))

@@ -9,10 +9,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from image_cls import comparison, data, results_table, train_student, train_teacher
-from image_cls.comparison import ComparisonConfig, format_table, paired_differences, run_comparison, summarise
-from image_cls.data import DatasetUnavailable, ImageSet, dev_halves, load_splits, read_idx
-from image_cls.online_label_smoothing import OnlineLabelSmoothing
+from image_cls.cli import train_student, train_teacher
+from image_cls.data import builtin_datasets as data
+from image_cls.data.builtin_datasets import read_idx
+from image_cls.data.image_sets import DatasetUnavailable, ImageSet
+from image_cls.data.splits import dev_halves, load_splits
+from image_cls.experiments import comparison, results_table
+from image_cls.experiments.comparison import (
+    ComparisonConfig,
+    format_table,
+    paired_differences,
+    run_comparison,
+    summarise,
+)
+from image_cls.training.online_label_smoothing import OnlineLabelSmoothing
 
 
 def write_idx(path, array: torch.Tensor) -> None:
@@ -174,7 +184,7 @@ def test_paired_differences_interval_and_wins():
 
 
 def test_the_main_job_prints_the_comparison_and_draws_its_plots(tmp_path, capsys):
-    from image_cls import demo
+    from image_cls.experiments import demo
 
     demo.main(["--dataset", "mnist5k", "--steps", "50", "--out", str(tmp_path), "--no-progress"])
     out = capsys.readouterr().out
@@ -193,8 +203,8 @@ def test_teacher_updates_average_the_hypergradients_of_several_students():
     from fairseq_l2t.loss_structures import SoftTargetStructure
     from fairseq_l2t.state_features import StudentState
     from fairseq_l2t.teacher import Teacher
-    from image_cls.data import eval_batches
-    from image_cls.teacher_episodes import TeacherTrainingConfig, fresh_student, train_teacher
+    from image_cls.data.batches import eval_batches
+    from image_cls.training.teacher_episodes import TeacherTrainingConfig, fresh_student, train_teacher
 
     splits = load_splits("mnist5k", seed=0)
     config = TeacherTrainingConfig(model="mlp", sgd=SGDConfig(0.05, 0.9, 5e-4), rounds=1, steps_per_round=10,

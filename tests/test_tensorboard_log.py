@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import IMAGES, SCALARS, EventAccumulator
 
-from image_cls import train_student, train_teacher
-from image_cls.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog, diverging_image
+from image_cls.cli import train_student, train_teacher
+from image_cls.run_files.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog, diverging_image
 
 COMMON = ["--model", "mlp", "--no-progress", "--seed", "1"]
 

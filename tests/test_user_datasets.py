@@ -5,9 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from image_cls import evaluate, train_student, train_teacher
-from image_cls.data import DatasetUnavailable, dataset_spec, load_splits
-from image_cls.models import build_model
+from image_cls.cli import evaluate, train_student, train_teacher
+from image_cls.data.image_sets import DatasetUnavailable
+from image_cls.data.splits import dataset_spec, load_splits
+from image_cls.training.models import build_model
 
 CLASSES = 3
 

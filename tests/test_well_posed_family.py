@@ -4,8 +4,12 @@ import torch
 import torch.nn.functional as F
 
 from fairseq_l2t.loss_family import dynamic_loss
-from fairseq_l2t.loss_structures import (LowRankSoftTargetStructure, SmoothingStructure, SoftTargetStructure,
-                                         build_structure)
+from fairseq_l2t.loss_structures import (
+    LowRankSoftTargetStructure,
+    SmoothingStructure,
+    SoftTargetStructure,
+    build_structure,
+)
 from fairseq_l2t.teacher import Teacher
 
 C = 6
@@ -90,8 +94,9 @@ def test_structured_loss_is_the_dense_matrixs_loss_in_value_and_gradient(kind):
 
 def test_adversarial_teacher_cannot_make_a_real_batch_loss_negative():
     """A teacher whose every parameter is pushed to extremes still hands out a loss >= 0 on real digits."""
-    from image_cls.data import BatchStream, load_splits
-    from image_cls.models import build_model
+    from image_cls.data.batches import BatchStream
+    from image_cls.data.splits import load_splits
+    from image_cls.training.models import build_model
 
     splits = load_splits("mnist5k")
     inputs, target = BatchStream(splits.train, 64, 0, splits.mean, splits.std, False).batch_at(0)

@@ -4,17 +4,15 @@ error when a file is missing, truncated or of the wrong kind."""
 from __future__ import annotations
 
 import os
-import random
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fairseq_l2t.non_finite import first_non_finite
 from fairseq_l2t.teacher import Teacher
 
-from .distributed import is_main, max_over_ranks
+from ..training.distributed import is_main, max_over_ranks
 
 
 class CheckpointError(RuntimeError):
@@ -81,23 +79,6 @@ def load_checkpoint(path: str | Path, kind: str) -> dict:
         raise CheckpointError(f"{path} is not a {kind} checkpoint (found {found!r}); pass a file written by "
                               f"l2t-image-train-{kind}")
     return obj
-
-
-def rng_state() -> dict:
-    """Every RNG a training step may draw from (dropout, augmentation helpers): saved so a resume replays them."""
-    name, keys, position, has_gauss, gauss = np.random.get_state()  # as tensors and numbers: weights-only loadable
-    return {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss,
-                                                   gauss), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    name, keys, position, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def teacher_from_payload(payload: dict, num_classes: int | None = None, num_features: int | None = None) -> Teacher:

@@ -25,7 +25,7 @@ from fairseq_l2t.functional_student import SGDConfig
 from fairseq_l2t.online import lookahead_hypergradient
 from fairseq_l2t.state_features import StudentState
 
-from .data import BatchSource
+from ..data.batches import BatchSource
 from .distributed import average_gradients, check_teacher, max_over_ranks, sync_teacher_grads, unroll_syncs
 from .eval_metrics import evaluate
 from .student_losses import StudentLoss

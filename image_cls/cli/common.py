@@ -2,21 +2,17 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import math
-import random
 import sys
-from pathlib import Path
-from typing import Sequence
 
-import numpy as np
 import torch
 
 from fairseq_l2t.functional_student import SGDConfig
 from fairseq_l2t.non_finite import DEFAULT_LIMIT
 
-from .data import DATASET_NAMES, USER_DATASET_FORMS, dataset_spec
-from .models import MODEL_NAMES, WRN_PATTERN, parse_wrn
+from ..data.builtin_datasets import DATASET_NAMES
+from ..data.splits import USER_DATASET_FORMS, dataset_spec
+from ..training.models import MODEL_NAMES, WRN_PATTERN, parse_wrn
 
 
 def positive_float(text: str) -> float:
@@ -149,40 +145,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def fail(message: str) -> None:
     """Print one line to stderr and exit non-zero."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
-
-
-class CsvLog:
-    """Rows appended to a CSV file, flushed per row so a crash loses nothing.
-
-    The file starts afresh with `rows` (a resumed run's rows up to its
-    checkpoint), so rows logged after the checkpoint by a killed run never
-    appear twice.
-    """
-
-    def __init__(self, path: str | Path, rows: Sequence[dict] = ()):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fields: list[str] | None = None
-        self.path.unlink(missing_ok=True)
-        for row in rows:
-            self(row)
-
-    def __call__(self, row: dict) -> None:
-        new = self._fields is None
-        if new:
-            self._fields = list(row)
-        with self.path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self._fields, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)

@@ -36,13 +36,14 @@ from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher import Teacher
 from fairseq_l2t.teacher_controller import TeacherController, mean_hypergradient
 
-from .checkpoints import rng_state, set_rng_state
-from .data import BatchSource, BatchStream, ImageSplits
+from ..data.batches import BatchSource, BatchStream
+from ..data.image_sets import ImageSplits
 from .distributed import check_teacher, shard_stream, sharded_eval_batches, state_sync, sync_teacher_grads, unroll_syncs
 from .eval_metrics import evaluate
 from .models import build_model
-from .student_losses import StudentLoss
+from .rng_state import rng_state, set_rng_state
 from .student_loop import Batches, train_student
+from .student_losses import StudentLoss
 
 
 @dataclass(frozen=True)

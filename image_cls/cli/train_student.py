@@ -22,19 +22,38 @@ from fairseq_l2t.distributed import world_size
 from fairseq_l2t.state_features import StudentState
 from fairseq_l2t.teacher_controller import TeacherController, teacher_payload
 
-from .checkpoints import (CheckpointError, load_checkpoint, rng_state, save_atomic, save_finite_on_main,
-                          set_rng_state, teacher_from_payload)
-from .cli_common import (CsvLog, add_data_args, add_durability_args, add_run_args, add_student_args, fail,
-                         open_unit_float, positive_float, positive_int, resolve_device, seed_everything, sgd_config)
-from .data import BatchStream, DatasetUnavailable, dev_halves, load_splits
-from .distributed import init_from_env, is_main, shard_stream, sharded_eval_batches, state_sync
-from .eval_metrics import evaluate
-from .models import build_model
-from .online_label_smoothing import OnlineLabelSmoothing
-from .resume import LAST_CHECKPOINT, load_progress, unfit_message
-from .student_losses import LOSS_NAMES, StudentLoss
-from .student_loop import OnlineTeaching, StudentRun, train_student
-from .tensorboard_log import TensorBoardLog, add_tensorboard_arg
+from ..data.batches import BatchStream
+from ..data.image_sets import DatasetUnavailable
+from ..data.splits import dev_halves, load_splits
+from ..run_files.checkpoints import (
+    CheckpointError,
+    load_checkpoint,
+    save_atomic,
+    save_finite_on_main,
+    teacher_from_payload,
+)
+from ..run_files.csv_log import CsvLog
+from ..run_files.resume import LAST_CHECKPOINT, load_progress, unfit_message
+from ..run_files.tensorboard_log import TensorBoardLog, add_tensorboard_arg
+from ..training.distributed import init_from_env, is_main, shard_stream, sharded_eval_batches, state_sync
+from ..training.eval_metrics import evaluate
+from ..training.models import build_model
+from ..training.online_label_smoothing import OnlineLabelSmoothing
+from ..training.rng_state import rng_state, seed_everything, set_rng_state
+from ..training.student_loop import OnlineTeaching, StudentRun, train_student
+from ..training.student_losses import LOSS_NAMES, StudentLoss
+from .common import (
+    add_data_args,
+    add_durability_args,
+    add_run_args,
+    add_student_args,
+    fail,
+    open_unit_float,
+    positive_float,
+    positive_int,
+    resolve_device,
+    sgd_config,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,7 +28,7 @@ from typing import Callable
 
 from fairseq_l2t.loss_structures import WELL_POSED_KINDS
 
-from . import train_student, train_teacher
+from ..cli import train_student, train_teacher
 
 METHODS = ("ce", "label_smoothing", "label_smoothing_tuned", "online_label_smoothing", "l2t_dlf")
 BASELINES = METHODS[:-1]

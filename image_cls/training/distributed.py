@@ -27,7 +27,8 @@ from fairseq_l2t.distributed import all_reduce_mean, all_reduce_sum, check_ident
 from fairseq_l2t.hypergradient import HypergradResult
 from fairseq_l2t.teacher import Teacher
 
-from .data import BatchStream, ImageSet, eval_batches
+from ..data.batches import BatchStream, eval_batches
+from ..data.image_sets import ImageSet
 
 Sync = Callable[[list[Tensor]], list[Tensor]]
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from .checkpoints import CheckpointError, load_checkpoint
-from .cli_common import fail, resolve_device
-from .data import DatasetUnavailable, eval_batches, load_splits
-from .eval_metrics import evaluate
-from .models import build_model
+from ..data.batches import eval_batches
+from ..data.image_sets import DatasetUnavailable
+from ..data.splits import load_splits
+from ..run_files.checkpoints import CheckpointError, load_checkpoint
+from ..training.eval_metrics import evaluate
+from ..training.models import build_model
+from .common import fail, resolve_device
 
 
 def build_parser() -> argparse.ArgumentParser:

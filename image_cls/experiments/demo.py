@@ -13,10 +13,10 @@ import argparse
 import json
 from pathlib import Path
 
-from .cli_common import positive_int
+from ..cli.common import positive_int
+from ..data.builtin_datasets import fashion_mnist_installed
+from ..run_files.plots import plot_learning_curves, plot_loss_matrices
 from .comparison import ComparisonConfig, format_table, paired_differences, run_comparison, summarise
-from .data import fashion_mnist_installed
-from .plots import plot_learning_curves, plot_loss_matrices
 
 # per dataset: student steps, student SGD lr, teacher Adam lr, label-smoothing grid searched on dev (as in the
 # result tables, with a shorter budget and grid on Fashion-MNIST to stay under 10 minutes)

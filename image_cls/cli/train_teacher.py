@@ -24,16 +24,30 @@ from fairseq_l2t.loss_structures import WELL_POSED_KINDS, build_structure, resol
 from fairseq_l2t.state_features import EXTRA_FEATURES, StudentState
 from fairseq_l2t.teacher import TEACHER_FORMS, Teacher
 
-from .checkpoints import CheckpointError, save_finite_on_main
-from .cli_common import (CsvLog, add_data_args, add_durability_args, add_run_args, add_student_args, fail,
-                         non_negative_float, open_unit_float, positive_float, positive_int, resolve_device,
-                         seed_everything, sgd_config)
-from .data import DatasetUnavailable, check_batch_size, dev_halves, load_splits
-from .distributed import init_from_env, is_main, require_divisible
-from .models import build_model
-from .resume import LAST_CHECKPOINT, load_progress, unfit_message
-from .teacher_episodes import TeacherTrainingConfig, check_resume, train_teacher
-from .tensorboard_log import TensorBoardLog, add_tensorboard_arg
+from ..data.batches import check_batch_size
+from ..data.image_sets import DatasetUnavailable
+from ..data.splits import dev_halves, load_splits
+from ..run_files.checkpoints import CheckpointError, save_finite_on_main
+from ..run_files.csv_log import CsvLog
+from ..run_files.resume import LAST_CHECKPOINT, load_progress, unfit_message
+from ..run_files.tensorboard_log import TensorBoardLog, add_tensorboard_arg
+from ..training.distributed import init_from_env, is_main, require_divisible
+from ..training.models import build_model
+from ..training.rng_state import seed_everything
+from ..training.teacher_episodes import TeacherTrainingConfig, check_resume, train_teacher
+from .common import (
+    add_data_args,
+    add_durability_args,
+    add_run_args,
+    add_student_args,
+    fail,
+    non_negative_float,
+    open_unit_float,
+    positive_float,
+    positive_int,
+    resolve_device,
+    sgd_config,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
