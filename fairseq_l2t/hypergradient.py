@@ -50,7 +50,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .dev_objectives import DevObjective
 from .functional_student import FunctionalStudent, SGDConfig, StudentSnapshot
-from .loss_structures import WELL_POSED_KINDS, LossParams
+from .loss_structures import BILINEAR_KINDS, LINEAR_KINDS, LossParams
 from .non_finite import all_finite
 from .state_features import StudentState
 from .teacher import Teacher
@@ -494,18 +494,19 @@ def one_step_hypergradient(unroll: Unroll, start: StudentSnapshot, direction: Se
 def _loss_derivative_along(unroll: Unroll, features: Tensor, lprobs: Tensor, along: Tensor, target: Tensor) -> Tensor:
     """sum over the batch of dL_phi/dlprobs . along, with its graph to theta.
 
-    The unsquashed, unfloored family is affine in the log-probabilities
-    (L = -(sum_i W[i, y] log p_i + b[y])), so that sum is L(along) - L(0), with no
-    second derivative; L(0) = 0 for the well-posed structures.  Otherwise
-    dL/dlprobs is taken with its graph and dotted with `along`.
+    The soft-target structures are linear in the log-probabilities, so that sum
+    is L(along); the unsquashed, unfloored bilinear family is affine
+    (L = -(sum_i W[i, y] log p_i + b[y])), so it is L(along) - L(0): no second
+    derivative either way.  Otherwise (the corrected family, the squash, a
+    floor) dL/dlprobs is taken with its graph and dotted with `along`.
     """
     teacher, ignore = unroll.teacher, unroll.ignore_index
     phi = teacher(features)
-    if not teacher.squash and teacher.log_prob_floor is None:
-        value = teacher.loss(along, target, phi, ignore)
-        if teacher.structure.kind in WELL_POSED_KINDS:
-            return value
-        return value - teacher.loss(torch.zeros_like(along), target, phi, ignore)
+    kind = teacher.structure.kind
+    if kind in LINEAR_KINDS:
+        return teacher.loss(along, target, phi, ignore)
+    if kind in BILINEAR_KINDS and not teacher.squash and teacher.log_prob_floor is None:
+        return teacher.loss(along, target, phi, ignore) - teacher.loss(torch.zeros_like(along), target, phi, ignore)
     z = lprobs.requires_grad_()
     (dloss_dz,) = torch.autograd.grad(teacher.loss(z, target, phi, ignore), z, create_graph=True)
     return (dloss_dz * along).sum()

@@ -23,6 +23,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from .robust_losses import corrected_log_probs, generalized_log
+
 LossParams = dict[str, Tensor]
 
 
@@ -37,14 +39,18 @@ class LossStructure(Protocol):
     def score(self, lprobs: Tensor, target: Tensor, params: LossParams) -> Tensor:
         """sum_i W[i, y_n] * lprobs[n, i] + b[y_n] for every row n (b = 0 where the structure has none)."""
 
-    def diagonal(self, params: LossParams, target: Tensor) -> Tensor:
-        """W[y_n, y_n] for every row n."""
-
     def dense(self, params: LossParams) -> Tensor:
         """W as a C x C tensor (only sensible for small C: plots and tests)."""
 
     def config(self) -> dict:
         """Constructor arguments, for checkpoints."""
+
+
+class FloorableStructure(LossStructure, Protocol):
+    """A structure whose non-target log-probabilities may be floored (loss_family.dynamic_loss): it needs W's diagonal."""
+
+    def diagonal(self, params: LossParams, target: Tensor) -> Tensor:
+        """W[y_n, y_n] for every row n."""
 
 
 class DenseStructure:
@@ -122,8 +128,14 @@ class DiagLowRankStructure:
 
 
 def _smoothing_mass(raw: Tensor) -> Tensor:
-    """eps = clamp(raw, 0, 1): exact at 0 (cross-entropy), where torch's clamp still passes the gradient."""
-    return raw.clamp(0.0, 1.0)
+    """eps = clamp(raw, 0, 1), with the gradient passed on the closed interval, bounds included.
+
+    torch's clamp (2.14) passes no gradient at a bound, so a teacher that
+    starts exactly at cross-entropy (eps = 0, or the corrected family's q = 0
+    and tau = 0) could never move away from it.
+    """
+    inside = (raw >= 0) & (raw <= 1)
+    return torch.where(inside, raw, raw.detach().clamp(0.0, 1.0))
 
 
 class _WellPosedStructure:
@@ -287,8 +299,89 @@ class LowRankSoftTargetStructure(_WellPosedStructure):
         return {**super().config(), "rank": self.rank, "seed": self.seed}
 
 
-WELL_POSED_KINDS = (SoftTargetStructure.kind, SmoothingStructure.kind, LowRankSoftTargetStructure.kind)
+class CorrectedStructure(_WellPosedStructure):
+    """The family for noisy labels: forward-corrected, robust, smoothed cross-entropy.
+
+    With p~ = T^T p the student's model of the noisy label (T row-stochastic,
+    T[i] = (1 - tau_i) e_i + tau_i softmax(R[i])) and g_q the generalised
+    logarithm (fairseq_l2t/robust_losses.py; g_0 = log),
+
+        score(p, y) = a ((1 - eps) g_q(log p~_y) + eps mean_k g_q(log p~_k)),
+
+    loss = -score >= 0 (every g_q(log p~) <= 0).  Parameters: eps (1,)
+    smoothing mass, q (1,) robustness, tau (C,) correction strength per true
+    class and R (C x C) where that row's mass goes, all clamped to [0, 1]
+    (tau, eps, q) like the smoothing mass; log_scale (1,) unless fixed_scale.
+    Exact members: cross-entropy (tau = 0, q = 0, eps = 0), label smoothing
+    (eps), the generalised cross-entropy (q), forward correction with any
+    row-stochastic C of positive entries (tau = 1, R = log C: Gold Loss
+    Correction's estimate); the teacher's gates then schedule all of them.
+
+    `robustness` is the initial q, `transition` (C x C rows, or None) the
+    initial correction: None starts at T = I (tau = 0, R = 0).  `dense` is T,
+    the transition the correction uses (the identity for cross-entropy).
+    """
+
+    kind = "corrected"
+
+    def __init__(self, num_classes: int, smoothing: float = 0.0, fixed_scale: bool = False, robustness: float = 0.0,
+                 transition: list[list[float]] | None = None):
+        super().__init__(num_classes, smoothing, fixed_scale)
+        if not 0.0 <= robustness <= 1.0:
+            raise ValueError(f"the base robustness q must be in [0, 1], got {robustness}")
+        if transition is not None:
+            matrix = torch.tensor(transition, dtype=torch.float64)
+            if matrix.shape != (num_classes, num_classes):
+                raise ValueError(f"the transition matrix must be {num_classes} x {num_classes}, got "
+                                 f"{tuple(matrix.shape)}")
+            if not (torch.isfinite(matrix).all() and (matrix >= 0).all()
+                    and torch.allclose(matrix.sum(1), torch.ones(num_classes, dtype=torch.float64), atol=1e-6)):
+                raise ValueError("the transition matrix must be row-stochastic: finite, non-negative entries, "
+                                 "every row summing to 1")
+            transition = [[float(v) for v in row] for row in matrix.tolist()]
+        self.robustness = robustness
+        self.transition = transition
+
+    def init_params(self, dtype: torch.dtype = torch.float32) -> LossParams:
+        c = self.num_classes
+        if self.transition is None:
+            tau, logits = torch.zeros(c, dtype=dtype), torch.zeros(c, c, dtype=dtype)
+        else:  # softmax(log C) = C; a zero entry becomes a tiny one (its log would be -inf)
+            tau = torch.ones(c, dtype=dtype)
+            logits = torch.tensor(self.transition, dtype=torch.float64).clamp_min(_TRANSITION_FLOOR).log().to(dtype)
+        return {"eps": torch.full((1,), self.smoothing, dtype=dtype), "q": torch.full((1,), self.robustness, dtype=dtype),
+                "tau": tau, "R": logits, **self._scale_params((1,), dtype)}
+
+    def transition_matrix(self, params: LossParams) -> Tensor:
+        """T = (1 - tau_i) e_i + tau_i softmax(R[i]) row by row."""
+        tau = _smoothing_mass(params["tau"]).unsqueeze(1)
+        eye = torch.eye(self.num_classes, dtype=tau.dtype, device=tau.device)
+        return (1 - tau) * eye + tau * torch.softmax(params["R"], dim=1)
+
+    def robustness_of(self, params: LossParams) -> Tensor:
+        """q, clamped to [0, 1]."""
+        return _smoothing_mass(params["q"])
+
+    def score(self, lprobs: Tensor, target: Tensor, params: LossParams) -> Tensor:
+        eps = _smoothing_mass(params["eps"])
+        robust = generalized_log(corrected_log_probs(lprobs, self.transition_matrix(params)),
+                                 self.robustness_of(params))
+        hard = robust.gather(1, target.unsqueeze(1)).squeeze(1)
+        return self._scale(params) * ((1 - eps) * hard + eps * robust.mean(-1))
+
+    def dense(self, params: LossParams) -> Tensor:
+        return self.transition_matrix(params)
+
+    def config(self) -> dict:
+        return {**super().config(), "robustness": self.robustness, "transition": self.transition}
+
+
+BILINEAR_KINDS = (DenseStructure.kind, DiagLowRankStructure.kind)
+LINEAR_KINDS = (SoftTargetStructure.kind, SmoothingStructure.kind, LowRankSoftTargetStructure.kind)
+"""Well-posed structures whose loss is linear in the log-probabilities (the one_step engine's shortcut)."""
+WELL_POSED_KINDS = (*LINEAR_KINDS, CorrectedStructure.kind)
 BILINEAR_PROB_FLOOR = 1e-4
+_TRANSITION_FLOOR = 1e-8
 
 
 def resolve_prob_floor(kind: str, squash: bool, prob_floor: float | None,
@@ -314,6 +407,9 @@ def build_structure(config: dict) -> LossStructure:
     if kind == LowRankSoftTargetStructure.kind:
         return LowRankSoftTargetStructure(config["num_classes"], config["smoothing"], config["rank"], config["seed"],
                                           config.get("fixed_scale", False))
+    if kind == CorrectedStructure.kind:
+        return CorrectedStructure(config["num_classes"], config["smoothing"], config.get("fixed_scale", False),
+                                  config.get("robustness", 0.0), config.get("transition"))
     for well_posed in (SoftTargetStructure, SmoothingStructure):
         if kind == well_posed.kind:
             return well_posed(config["num_classes"], config["smoothing"], config.get("fixed_scale", False))

@@ -23,26 +23,23 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from bench_memory import PeakMemory, measure_in_child  # scripts/bench_memory.py: a script's own folder is on its path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_memory import PeakMemory, measure_in_child  # noqa: E402
-
-from fairseq_l2t.dev_objectives import smooth_error  # noqa: E402
-from fairseq_l2t.functional_student import FunctionalStudent, SGDConfig  # noqa: E402
-from fairseq_l2t.hypergradient import Unroll, hypergradient  # noqa: E402
-from fairseq_l2t.loss_structures import DenseStructure, DiagLowRankStructure  # noqa: E402
-from fairseq_l2t.state_features import StudentState  # noqa: E402
-from fairseq_l2t.teacher import Teacher  # noqa: E402
+from fairseq_l2t.dev_objectives import smooth_error
+from fairseq_l2t.functional_student import FunctionalStudent, SGDConfig
+from fairseq_l2t.hypergradient import Unroll, hypergradient
+from fairseq_l2t.loss_structures import DenseStructure, DiagLowRankStructure
+from fairseq_l2t.state_features import StudentState
+from fairseq_l2t.teacher import Teacher
 from image_cls.data.batches import BatchStream, eval_batches
-from image_cls.data.splits import load_splits  # noqa: E402
-from image_cls.training.models import build_model  # noqa: E402
+from image_cls.data.splits import load_splits
+from image_cls.training.models import build_model
 
 CASES = {"mlp": ("mlp", 10), "lenet": ("lenet", 10), "lowrank": ("mlp", 4000)}
 ENGINES = ("stored", "checkpointed")

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from bench_memory import PeakMemory, measure_in_child  # scripts/bench_memory.py: a script's own folder is on its path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_memory import PeakMemory, measure_in_child  # noqa: E402
-
-from fairseq_l2t.loss_family import dynamic_loss  # noqa: E402
-from fairseq_l2t.loss_structures import DiagLowRankStructure  # noqa: E402
+from fairseq_l2t.loss_family import dynamic_loss
+from fairseq_l2t.loss_structures import DiagLowRankStructure
 
 
 def child(args: argparse.Namespace) -> None:

@@ -173,7 +173,7 @@ def test_bad_input_gives_one_line_error(data_bin, tmp_path, other_vocab_teacher,
         "unsupported_arch": ([], ["--arch", "fconv_iwslt_de_en"], "supports LSTM and Transformer"),
         "criterion_without_task": (["--task", "translation"], TINY_TRANSFORMER, "needs --task l2t_translation"),
         "teacher_vocabulary_mismatch": (["--teacher-init", str(other_vocab_teacher)], TINY_TRANSFORMER,
-                                        "target vocabulary of"),
+                                        "target types but this dictionary has"),
     }[case]
     done = train(data_bin, tmp_path / "ckpt", "--criterion", "l2t_dynamic", "--max-update", "2", *extra, arch=arch,
                  check=False)

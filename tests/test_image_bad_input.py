@@ -55,7 +55,7 @@ def one_line_error(main, argv, capsys) -> str:
     (STUDENT, ["--dataset", "svhn"], "argument --dataset: invalid choice: 'svhn'"),
     (TEACHER, ["--rounds", "0"], "argument --rounds: must be a positive integer"),
     (TEACHER, ["--teacher-lr", "0"], "argument --teacher-lr: must be a positive number"),
-    (TEACHER, ["--prob-floor", "-1"], "argument --prob-floor: must be >= 0"),
+    (TEACHER, ["--prob-floor", "-1"], "argument --teacher-prob-floor/--prob-floor: must be >= 0"),
     (TEACHER, ["--snapshots", "0"], "argument --snapshots: must be a positive integer"),
     (TEACHER, ["--model", "foo"], "argument --model: unknown model 'foo'"),
     (TEACHER, ["--save-every", "x"], "argument --save-every: not a number: 'x'"),

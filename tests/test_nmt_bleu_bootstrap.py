@@ -1,14 +1,12 @@
 """The paired bootstrap behind results/nmt_ding_bootstrap.md: it reads fairseq-generate logs and measures
 BLEU differences the way fairseq-generate scores them."""
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from sacrebleu.metrics import BLEU
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import nmt_bleu_bootstrap  # noqa: E402
+from fairseq_l2t.nmt import bleu_bootstrap as nmt_bleu_bootstrap
 
 REFS = ["the cat sat on the mat today", "a dog ran into the old house", "we went home late at night",
         "she reads a long book every week", "the train left the station on time", "he drinks his tea without sugar"]

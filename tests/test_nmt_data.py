@@ -1,4 +1,4 @@
-"""Tests for scripts/nmt_data: the Bible reader and fixture, the Ding extractor, binarize.py."""
+"""Tests for the NMT corpora (fairseq_l2t/nmt, run through scripts/nmt_data): the Bible reader and fixture, the Ding extractor, binarize.py."""
 import importlib.util
 import struct
 import subprocess
@@ -8,13 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from fairseq_l2t.nmt import extract_bible
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts" / "nmt_data"
 FIXTURE = ROOT / "tests" / "fixtures" / "bible_es_en"
-sys.path.insert(0, str(SCRIPTS))
-
-import extract_bible  # noqa: E402
-import extract_ding  # noqa: E402
 
 SPLIT_SIZES = {"train": 300, "valid": 60, "test": 60}
 

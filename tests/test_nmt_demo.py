@@ -4,15 +4,12 @@ import argparse
 import json
 import math
 import statistics
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import nmt_demo  # noqa: E402
+from fairseq_l2t.nmt import table as nmt_demo
 
 
 def test_repeated_4gram_share_counts_repeats_within_a_hypothesis_only():

@@ -119,9 +119,17 @@ def test_well_posed_teacher_clis_and_their_bad_input(tmp_path, capsys):
     assert summary["dev_error"] == pytest.approx((summary["reward_dev_error"] + summary["selection_dev_error"]) / 2)
     trace = torch.load(tmp_path / "taught" / "loss_trace.pt", weights_only=True)["snapshots"]
     assert trace[0]["W_base"].diagonal()[0].item() == pytest.approx(0.8 + 0.2 / 10)
-    for argv, message in ((["--teacher-base", "label_smoothing=0.1"], "needs a well-posed --structure"),
-                          (["--structure", "smoothing", "--squash"], "bounded below by construction"),
-                          (["--fixed-loss-scale"], "--fixed-loss-scale needs a well-posed --structure"),
+    # the old image names (--teacher-base, --structure, --squash, --fixed-loss-scale) are aliases of the shared
+    # --teacher-* names, and the errors name the shared ones
+    for argv, message in ((["--teacher-base", "label_smoothing=0.1"], "--teacher-smoothing 0.1 needs a well-posed "
+                                                                      "--teacher-structure"),
+                          (["--teacher-smoothing", "0.1"], "--teacher-smoothing 0.1 needs a well-posed"),
+                          (["--structure", "smoothing", "--squash"], "bounded below by construction; drop "
+                                                                     "--teacher-squash"),
+                          (["--fixed-loss-scale"], "--teacher-fixed-scale needs a well-posed --teacher-structure"),
+                          (["--teacher-robustness", "0.5", "--teacher-structure", "smoothing"],
+                           "--teacher-robustness needs --teacher-structure corrected"),
+                          (["--teacher-smoothing", "1"], "must be in [0, 1), got 1"),
                           (["--teacher-base", "label_smoothing=1.5"], "strictly between 0 and 1"),
                           (["--teacher-base", "focal"], "expected ce or label_smoothing=EPS")):
         with pytest.raises(SystemExit):

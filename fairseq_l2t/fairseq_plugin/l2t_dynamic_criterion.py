@@ -28,6 +28,12 @@ from .errors import L2TConfigError
 STATE_SUM_KEYS = ("_l2t_target_lprob_sum", "_l2t_correct", "_l2t_targets")  # the three numbers of target_sums
 
 
+class TeacherOwningTask:
+    """What a task must be for l2t_dynamic: one that owns a teacher and pushes its loss into the criterion with
+    `set_loss_params` before every forward (`--task l2t_translation`).  It lives here, below the task, so that
+    the criterion checks its task without importing it."""
+
+
 @dataclass
 class L2TDynamicCriterionConfig(FairseqDataclass):
     sentence_avg: bool = II("optimization.sentence_avg")
@@ -38,8 +44,7 @@ class L2TDynamicCriterionConfig(FairseqDataclass):
 class L2TDynamicCriterion(FairseqCriterion):
     def __init__(self, task, sentence_avg: bool, report_accuracy: bool = False):
         super().__init__(task)
-        from .l2t_translation_task import L2TTranslationTask  # the task module imports this one
-        if not isinstance(task, L2TTranslationTask):
+        if not isinstance(task, TeacherOwningTask):
             raise L2TConfigError("--criterion l2t_dynamic needs --task l2t_translation (the task owns the teacher)")
         self.sentence_avg = sentence_avg
         self.report_accuracy = report_accuracy

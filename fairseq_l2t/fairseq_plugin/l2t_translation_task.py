@@ -77,13 +77,13 @@ from ..distributed import all_reduce_sum, check_identical, is_distributed, rank,
 from ..expected_bleu import expected_bleu_dev_objective
 from ..functional_student import FunctionalStudent, SGDConfig
 from ..hypergradient import ENGINES, TANGENTS, RngState, Unroll, hypergradient, one_step_hypergradient, rng_state
-from ..loss_structures import WELL_POSED_KINDS, build_structure, resolve_prob_floor
 from ..non_finite import NonFiniteStop, all_finite
 from ..state_features import StudentState
-from ..teacher import Teacher
+from ..teacher import TEACHER_FORMS
 from ..teacher_controller import SCHEMA, TeacherController
+from ..teacher_spec import TeacherSpec, teacher_mismatch
 from .errors import L2TConfigError, L2TNonFiniteError
-from .l2t_dynamic_criterion import STATE_SUM_KEYS, L2TDynamicCriterion
+from .l2t_dynamic_criterion import STATE_SUM_KEYS, L2TDynamicCriterion, TeacherOwningTask
 from .micro_batches import sentences_within, stack_micro_batches
 from .readable_checkpoints import UNREADABLE, expect_target_vocabulary
 
@@ -130,6 +130,12 @@ class L2TTranslationConfig(TranslationConfig):
                                        "(0: cross-entropy)"})
     teacher_rank: int = field(default=8, metadata={"help": "rank r of the low-rank structures over the vocabulary"})
     teacher_gates: int = field(default=2, metadata={"help": "state-dependent gates of the teacher"})
+    teacher_form: ChoiceEnum(list(TEACHER_FORMS)) = field(
+        default="gate", metadata={"help": "gate: phi = base + sum_g tanh(a_g . s) delta_g (the authors' demo); "
+                                          "attention: a softmax mix of loss parameter sets (the paper)"})
+    teacher_fixed_scale: bool = field(
+        default=False, metadata={"help": "well-posed structures: no loss scale (the teacher shapes the targets "
+                                         "but cannot act as a learning-rate factor)"})
     teacher_squash: bool = field(
         default=False, metadata={"help": "use the paper's -sigmoid(z) loss instead of -z (CE at init)"})
     teacher_prob_floor: Optional[float] = field(
@@ -163,30 +169,23 @@ class L2TTranslationConfig(TranslationConfig):
 
 
 @register_task("l2t_translation", dataclass=L2TTranslationConfig)
-class L2TTranslationTask(TranslationTask):
+class L2TTranslationTask(TranslationTask, TeacherOwningTask):
     cfg: L2TTranslationConfig
 
     def __init__(self, cfg: L2TTranslationConfig, src_dict, tgt_dict):
         super().__init__(cfg, src_dict, tgt_dict)
         expect_target_vocabulary(len(tgt_dict))  # fairseq's loader now refuses other dictionaries
-        for name in ("lookahead_steps", "teacher_rank", "teacher_gates", "reward_max_sentences", "reward_max_order",
-                     "max_non_finite"):
+        for name in ("lookahead_steps", "reward_max_sentences", "reward_max_order", "max_non_finite"):
             if getattr(cfg, name) < 1:
                 raise L2TConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
         for name in ("lookahead_lr", "teacher_lr"):
             if not (getattr(cfg, name) > 0 and math.isfinite(getattr(cfg, name))):
                 raise L2TConfigError(f"--{name.replace('_', '-')} must be a positive number, got {getattr(cfg, name)}")
-        well_posed = cfg.teacher_structure in WELL_POSED_KINDS
-        if cfg.teacher_prob_floor is not None and not 0 <= cfg.teacher_prob_floor < 1:
-            raise L2TConfigError(f"--teacher-prob-floor must be in [0, 1), got {cfg.teacher_prob_floor}")
         try:
-            floor = resolve_prob_floor(cfg.teacher_structure, cfg.teacher_squash, cfg.teacher_prob_floor,
-                                       ("--teacher-structure", "--teacher-squash", "--teacher-prob-floor"))
+            self.teacher_spec = TeacherSpec.from_options(cfg, structure=str(cfg.teacher_structure),
+                                                         form=str(cfg.teacher_form), seed=cfg.seed)
         except ValueError as err:
             raise L2TConfigError(str(err)) from None
-        if not 0 <= cfg.teacher_smoothing < 1 or (cfg.teacher_smoothing and not well_posed):
-            raise L2TConfigError(f"--teacher-smoothing {cfg.teacher_smoothing} needs a well-posed --teacher-structure "
-                                 f"({', '.join(WELL_POSED_KINDS)}) and a value in [0, 1)")
         if cfg.teacher_horizon < 0:
             raise L2TConfigError(f"--teacher-horizon must be >= 0, got {cfg.teacher_horizon}")
         if str(cfg.lookahead_engine) == "one_step" and cfg.lookahead_steps != 1:
@@ -202,10 +201,7 @@ class L2TTranslationTask(TranslationTask):
         horizon = cfg.teacher_horizon or (cfg.max_update if cfg.max_update and cfg.max_update > 0 else DEFAULT_HORIZON)
         self.student_state = StudentState(len(tgt_dict), total_steps=horizon, ignore_index=tgt_dict.pad(),
                                           sync=all_reduce_sum if is_distributed() else None)
-        structure = build_structure({"kind": cfg.teacher_structure, "num_classes": len(tgt_dict),
-                                     "rank": cfg.teacher_rank, "seed": cfg.seed, "smoothing": cfg.teacher_smoothing})
-        self.teacher = Teacher(structure, self.student_state.num_features, cfg.teacher_gates, cfg.teacher_squash,
-                               self.student_state.feature_names, math.log(floor) if floor > 0 else None)
+        self.teacher = self.teacher_spec.build(len(tgt_dict), self.student_state.feature_names)
         if cfg.teacher_init:
             self._load_teacher(cfg.teacher_init)
         self.controller = TeacherController(self.teacher, cfg.teacher_lr, cfg.teacher_optimizer,
@@ -470,20 +466,8 @@ class L2TTranslationTask(TranslationTask):
         self.teacher.load_state_dict(payload["state"])
 
     def _check_teacher_config(self, config: dict, source: str) -> None:
-        mine = self.teacher.config()
-        theirs_classes = config["structure"]["num_classes"]
-        if theirs_classes != len(self.tgt_dict):
-            raise L2TConfigError(f"the teacher in {source} was trained for a target vocabulary of {theirs_classes} "
-                             f"types but this dictionary has {len(self.tgt_dict)}; use the same fairseq-preprocess "
-                             f"dictionary or train a new teacher")
-        for key in ("num_features", "num_gates", "squash"):
-            if config[key] != mine[key]:
-                raise L2TConfigError(f"the teacher in {source} has {key}={config[key]} but this run asks for "
-                                 f"{mine[key]}; match --teacher-gates/--teacher-squash to that run")
-        # rebuilt, so that a config written before a key existed reads with that key's default; the seed only drew
-        # the structure's initial weights, which the loaded ones replace (the paper's protocol: another seed's student)
-        theirs = {k: v for k, v in build_structure(config["structure"]).config().items() if k != "seed"}
-        if theirs != {k: v for k, v in mine["structure"].items() if k != "seed"}:
-            raise L2TConfigError(f"the teacher in {source} uses loss structure {config['structure']} but this run asks "
-                                 f"for {mine['structure']}; match --teacher-structure, --teacher-smoothing and "
-                                 f"--teacher-rank to that run")
+        mismatch = teacher_mismatch(config, len(self.tgt_dict), self.student_state.num_features, self.teacher_spec,
+                                    ("target types", "this dictionary"))
+        if mismatch is not None:
+            raise L2TConfigError(f"the teacher in {source} {mismatch}; use that run's fairseq-preprocess dictionary "
+                                 f"and --teacher-* options, or train a new teacher")

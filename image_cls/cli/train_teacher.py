@@ -14,15 +14,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 from fairseq_l2t.dev_objectives import DEV_OBJECTIVES
 from fairseq_l2t.distributed import world_size
 from fairseq_l2t.hypergradient import ENGINES
-from fairseq_l2t.loss_structures import WELL_POSED_KINDS, build_structure, resolve_prob_floor
 from fairseq_l2t.state_features import EXTRA_FEATURES, StudentState
-from fairseq_l2t.teacher import TEACHER_FORMS, Teacher
+from fairseq_l2t.teacher import TEACHER_FORMS
+from fairseq_l2t.teacher_controller import OPTIMIZERS
+from fairseq_l2t.teacher_spec import STRUCTURES, TeacherSpec
 
 from ..data.batches import check_batch_size
 from ..data.image_sets import DatasetUnavailable
@@ -57,21 +57,31 @@ def build_parser() -> argparse.ArgumentParser:
                "--episode-steps 50 --out runs/teacher")
     add_data_args(parser)
     add_student_args(parser)
-    group = parser.add_argument_group("teacher")
-    group.add_argument("--structure", choices=("dense", "lowrank", *WELL_POSED_KINDS), default="dense",
+    group = parser.add_argument_group("teacher (the same --teacher-* names as fairseq's l2t_translation)")
+    group.add_argument("--teacher-structure", "--structure", choices=STRUCTURES, default="dense",
                        help="the loss family: dense C x C W, or diagonal + rank-r (the paper's bilinear family, "
-                            "unbounded below without --prob-floor); soft_target (well-posed: per-class smoothing "
-                            "mass, where it goes, and weight); smoothing (well-posed, low capacity: one smoothing "
-                            "mass and one loss scale) (default: %(default)s)")
-    group.add_argument("--rank", type=positive_int, default=8, help="rank r of the lowrank structure")
-    group.add_argument("--teacher-base", type=teacher_base, default=0.0, metavar="ce|label_smoothing=EPS",
-                       help="the loss the teacher starts at exactly (well-posed structures only; default: ce)")
-    group.add_argument("--fixed-loss-scale", action="store_true",
+                            "unbounded below without --teacher-prob-floor); soft_target (well-posed: per-class "
+                            "smoothing mass, where it goes, and weight); smoothing (well-posed, low capacity: one "
+                            "smoothing mass and one loss scale); corrected (well-posed, for noisy labels: "
+                            "forward correction, generalised cross-entropy and label smoothing, all scheduled by "
+                            "the teacher) (default: %(default)s)")
+    group.add_argument("--teacher-smoothing", type=unit_interval_float, default=None, metavar="EPS",
+                       help="a well-posed teacher starts exactly at label smoothing EPS (default: 0, cross-entropy)")
+    group.add_argument("--teacher-base", dest="teacher_smoothing", type=teacher_base, metavar="ce|label_smoothing=EPS",
+                       help="the same as --teacher-smoothing, as ce or label_smoothing=EPS")
+    group.add_argument("--teacher-robustness", type=closed_unit_float, default=None, metavar="Q",
+                       help="corrected: start at the generalised cross-entropy with this q (default: 0, CE)")
+    group.add_argument("--teacher-transition", default=None, metavar="FILE",
+                       help="corrected: start at the forward correction with this row-stochastic C x C matrix, a "
+                            "JSON list of rows (e.g. Gold Loss Correction's estimate; default: none, T = I)")
+    group.add_argument("--teacher-rank", "--rank", type=positive_int, default=8,
+                       help="rank r of the lowrank structure")
+    group.add_argument("--teacher-fixed-scale", "--fixed-loss-scale", action="store_true",
                        help="well-posed structures: no loss scale (a = 1), so the teacher shapes the targets but "
                             "cannot act as a learning-rate factor")
-    group.add_argument("--squash", action="store_true",
+    group.add_argument("--teacher-squash", "--squash", action="store_true",
                        help="use the paper's -sigmoid(z) loss network instead of -z (which is CE at init)")
-    group.add_argument("--prob-floor", type=non_negative_float, default=None,
+    group.add_argument("--teacher-prob-floor", "--prob-floor", type=non_negative_float, default=None,
                        help="floor for non-target probabilities in the bilinear loss, which keeps negative W "
                             "entries from driving the unsquashed loss to -inf (0: no floor; default: 1e-4 for "
                             "dense and lowrank, 0 for the well-posed structures, which need none)")
@@ -79,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="gate: phi = base + sum_g tanh(a_g . s) delta_g (the authors' demo); attention: a "
                             "softmax mix of G loss parameter sets picked by the state (the paper) "
                             "(default: %(default)s)")
-    group.add_argument("--gates", type=positive_int, default=2,
+    group.add_argument("--teacher-gates", "--gates", type=positive_int, default=2,
                        help="number of state-dependent gates (attention: loss parameter sets)")
     group.add_argument("--reward-dev", choices=("all", "half"), default="all",
                        help="all: reward the teacher on the whole dev split; half: on its reward half only, "
@@ -90,8 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "training accuracy, C features), confusion (the student's running soft confusion "
                             "between classes, C (C - 1) features)")
     group.add_argument("--teacher-lr", type=positive_float, default=1e-3,
-                       help="Adam lr of the teacher (default: %(default)s)")
-    group.add_argument("--max-grad-norm", type=non_negative_float, default=0.0,
+                       help="learning rate of the teacher's optimizer (default: %(default)s)")
+    group.add_argument("--teacher-optimizer", choices=OPTIMIZERS, default="adam",
+                       help="the teacher's own optimizer (default: %(default)s)")
+    group.add_argument("--teacher-max-grad-norm", "--max-grad-norm", type=non_negative_float, default=0.0,
                        help="clip the teacher's gradient norm (0: no clipping)")
     group.add_argument("--dev-objective", choices=sorted(DEV_OBJECTIVES), default="smooth_error",
                        help="smooth dev objective the teacher minimises (default: %(default)s)")
@@ -119,6 +131,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def unit_interval_float(text: str) -> float:
+    """A number in [0, 1)."""
+    value = non_negative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def closed_unit_float(text: str) -> float:
+    """A number in [0, 1]."""
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
 def teacher_base(text: str) -> float:
     """'ce' -> 0.0, 'label_smoothing=EPS' -> EPS in (0, 1)."""
     if text == "ce":
@@ -131,13 +159,8 @@ def teacher_base(text: str) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    well_posed = args.structure in WELL_POSED_KINDS
-    if args.teacher_base and not well_posed:
-        fail(f"--teacher-base label_smoothing needs a well-posed --structure ({', '.join(WELL_POSED_KINDS)})")
-    if args.fixed_loss_scale and not well_posed:
-        fail(f"--fixed-loss-scale needs a well-posed --structure ({', '.join(WELL_POSED_KINDS)})")
     try:
-        prob_floor = resolve_prob_floor(args.structure, args.squash, args.prob_floor)
+        spec = TeacherSpec.from_options(args, seed=args.seed)
     except ValueError as err:
         fail(str(err))
     try:  # the config validates itself; checked before any data is loaded
@@ -145,7 +168,8 @@ def main(argv: list[str] | None = None) -> dict:
             model=args.model, sgd=sgd_config(args), batch_size=args.batch_size, rounds=args.rounds,
             steps_per_round=args.steps_per_round, episode_steps=args.episode_steps,
             pretrain_steps=args.pretrain_steps or 0, engine=args.engine, snapshots=args.snapshots,
-            teacher_lr=args.teacher_lr, dev_objective=args.dev_objective, max_grad_norm=args.max_grad_norm,
+            teacher_lr=args.teacher_lr, teacher_optimizer=args.teacher_optimizer, dev_objective=args.dev_objective,
+            max_grad_norm=args.teacher_max_grad_norm,
             same_student=args.same_student, students=args.students, seed=args.seed,
             max_non_finite=args.max_non_finite)
     except ValueError as err:
@@ -174,12 +198,10 @@ def main(argv: list[str] | None = None) -> dict:
     seed_everything(args.seed)
     state_extras = tuple(dict.fromkeys(args.state_features))  # a group named twice counts once
     features = StudentState(splits.num_classes, 1, extras=state_extras).feature_names
-    structure = build_structure({"kind": args.structure, "num_classes": splits.num_classes, "rank": args.rank,
-                                 "seed": args.seed, "smoothing": args.teacher_base,
-                                 "fixed_scale": args.fixed_loss_scale})
-    floor = math.log(prob_floor) if prob_floor > 0 else None
-    teacher = Teacher(structure, len(features), args.gates, args.squash, features, floor,
-                      args.teacher_form).to(device)
+    try:
+        teacher = spec.build(splits.num_classes, features).to(device)
+    except ValueError as err:  # a transition matrix of another size
+        fail(str(err))
     rows: list[dict] = []
     if resumed is not None:  # everything train_teacher will read from it, before the log is rewritten
         try:

@@ -128,11 +128,11 @@ class _Runs:
         argv = self.common + ["--seed", str(seed), "--rounds", str(config.teacher_rounds), "--steps-per-round",
                               str(config.steps), "--episode-steps", str(config.episode_steps or config.steps),
                               "--teacher-lr", str(config.teacher_lr), "--dev-objective", config.dev_objective,
-                              "--structure", config.structure, "--teacher-form", config.teacher_form,
+                              "--teacher-structure", config.structure, "--teacher-form", config.teacher_form,
                               "--reward-dev", "half",
                               *config.extra_teacher_args]
         if config.structure in WELL_POSED_KINDS:
-            argv += ["--teacher-base", f"label_smoothing={base_epsilon}" if base_epsilon else "ce"]
+            argv += ["--teacher-smoothing", str(base_epsilon)]
         folder = self.out / f"seed{seed}" / name
         _run(train_teacher.main, argv, folder, config.reuse)
         return folder / "teacher.pt"

@@ -11,6 +11,7 @@ import torch
 
 from fairseq_l2t.non_finite import first_non_finite
 from fairseq_l2t.teacher import Teacher
+from fairseq_l2t.teacher_spec import teacher_mismatch
 
 from ..training.distributed import is_main, max_over_ranks
 
@@ -82,14 +83,11 @@ def load_checkpoint(path: str | Path, kind: str) -> dict:
 
 
 def teacher_from_payload(payload: dict, num_classes: int | None = None, num_features: int | None = None) -> Teacher:
-    """Rebuild a saved teacher, refusing one made for a different label set or state."""
+    """Rebuild a saved teacher, refusing (one line) one made for a different label set or state."""
     teacher = Teacher.from_config(payload["config"])
     teacher.load_state_dict(payload["state"])
-    if num_classes is not None and teacher.num_classes != num_classes:
-        raise CheckpointError(f"the teacher was trained for {teacher.num_classes} classes but this dataset has "
-                              f"{num_classes}; train a teacher on this dataset")
-    if num_features is not None and teacher.num_features != num_features:
-        raise CheckpointError(f"the teacher reads {teacher.num_features} state features but this run provides "
-                              f"{num_features}; its file does not say which --state-features it was trained with "
-                              f"(another code version): train it again")
+    mismatch = teacher_mismatch(payload["config"], teacher.num_classes if num_classes is None else num_classes,
+                                teacher.num_features if num_features is None else num_features)
+    if mismatch is not None:
+        raise CheckpointError(f"the teacher {mismatch}; train a teacher for this dataset with these --state-features")
     return teacher

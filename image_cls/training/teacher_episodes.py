@@ -58,6 +58,7 @@ class TeacherTrainingConfig:
     engine: str = "stored"
     snapshots: int = 8
     teacher_lr: float = 1e-3
+    teacher_optimizer: str = "adam"
     dev_objective: str = "smooth_error"
     dev_batch_size: int = 500
     max_grad_norm: float = 0.0
@@ -142,7 +143,7 @@ def train_teacher(
 
 
 def teacher_controller(teacher: Teacher, config: "TeacherTrainingConfig") -> TeacherController:
-    return TeacherController(teacher, config.teacher_lr, max_grad_norm=config.max_grad_norm,
+    return TeacherController(teacher, config.teacher_lr, config.teacher_optimizer, max_grad_norm=config.max_grad_norm,
                              max_non_finite=config.max_non_finite)
 
 
