@@ -209,7 +209,7 @@ REPO = Path(__file__).resolve().parents[1]
 # MLP: no BatchNorm or dropout, whose statistics and masks differ between shards and a whole batch
 COMMON = ["--model", "mlp", "--no-progress", "--seed", "1", "--batch-size", "32"]
 TEACHER = COMMON + ["--rounds", "1", "--steps-per-round", "10", "--episode-steps", "5"]
-STUDENT = COMMON + ["--loss", "teacher", "--steps", "12", "--eval-every", "6", "--online-every", "4",
+STUDENT = COMMON + ["--loss", "teacher", "--steps", "12", "--eval-every", "6", "--test-curve", "--online-every", "4",
                     "--lookahead", "2"]
 # measured: 2-process and 1-process parameters differ by at most 3e-8 (float32 summation order)
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}

@@ -51,7 +51,7 @@ def test_teacher_run_logs_one_point_per_episode(teacher_run):
 def test_taught_student_logs_eval_rows_gates_and_the_loss_matrix(tmp_path, teacher_run):
     out = tmp_path / "student"
     train_student.main(COMMON + ["--loss", "teacher", "--teacher", str(teacher_run / "teacher.pt"),
-                                 "--steps", "30", "--eval-every", "10", "--out", str(out)])
+                                 "--steps", "30", "--eval-every", "10", "--test-curve", "--out", str(out)])
     events = board(out / TENSORBOARD_DIR)
     tags = set(events.Tags()["scalars"])
     for tag in ("student/dev_accuracy", "student/test_accuracy", "student/train_loss", "teacher/gate0",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 
@@ -11,7 +12,9 @@ from fairseq_l2t.functional_student import SGDConfig
 from fairseq_l2t.non_finite import DEFAULT_LIMIT
 
 from ..data.builtin_datasets import DATASET_NAMES
-from ..data.splits import USER_DATASET_FORMS, dataset_spec
+from ..data.image_sets import ImageSplits
+from ..data.label_noise import parse_label_noise, read_mapping
+from ..data.splits import USER_DATASET_FORMS, dataset_spec, load_splits
 from ..training.models import MODEL_NAMES, WRN_PATTERN, parse_wrn
 
 
@@ -97,6 +100,49 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--data-root", default="data", help="where torchvision datasets live (default: %(default)s)")
     group.add_argument("--download", action="store_true", help="download a torchvision dataset if it is missing")
     group.add_argument("--batch-size", type=positive_int, default=64, help="student minibatch (default: %(default)s)")
+    group = parser.add_argument_group("noisy labels and a trusted dev set")
+    group.add_argument("--label-noise", type=label_noise, default="none", metavar="none|symmetric:RATE|asymmetric:RATE",
+                       help="corrupt the training labels (seeded by --seed; dev and test never change): symmetric "
+                            "replaces a label with probability RATE by one of the other classes; asymmetric flips "
+                            "a label of a source class of the dataset's mapping (fashion_mnist: T-shirt->shirt, "
+                            "pullover<->coat, sandal->sneaker, sneaker->ankle boot; mnist, mnist5k and cifar10: "
+                            "Patrini et al.'s) into its target with probability RATE < 0.5 (default: none). Labels "
+                            "that are noisy already come with --dataset npz:/folder: and their own trusted dev split")
+    group.add_argument("--noise-mapping", type=noise_mapping, default=None, metavar="FILE",
+                       help="the class flips of asymmetric noise, a JSON object {\"SOURCE\": TARGET, ...} of class "
+                            "indices (needed for datasets without a built-in mapping, a user's own among them)")
+    group.add_argument("--dev-per-class", type=positive_int, default=None, metavar="N",
+                       help="keep N dev images of each class (seeded): the small trusted set of the noisy-label "
+                            "setting; its reward half is what a teacher or a method may learn from, its selection "
+                            "half picks checkpoints (default: the whole dev split)")
+
+
+def label_noise(text: str) -> str:
+    """A noise model, checked at parse time and kept as its canonical text (checkpoints store plain values)."""
+    try:
+        return parse_label_noise(text).name
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def noise_mapping(text: str) -> tuple[tuple[int, int], ...]:
+    try:
+        return read_mapping(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def load_data(options: argparse.Namespace | dict) -> ImageSplits:
+    """The splits a run's options ask for (a CLI's namespace, or the args a checkpoint saved), with its label noise
+    and trusted dev set; ValueError or DatasetUnavailable in one line."""
+    o = vars(options) if isinstance(options, argparse.Namespace) else options
+    noise, mapping = parse_label_noise(o.get("label_noise", "none")), o.get("noise_mapping")
+    if mapping is not None and noise.kind != "asymmetric":
+        raise ValueError("--noise-mapping gives the flips of asymmetric noise; add --label-noise asymmetric:RATE")
+    if mapping is not None:
+        noise = dataclasses.replace(noise, mapping=tuple(tuple(pair) for pair in mapping))
+    return load_splits(o["dataset"], o.get("data_root", "data"), o["seed"], o.get("download", False), noise,
+                       o.get("dev_per_class"))
 
 
 def add_student_args(parser: argparse.ArgumentParser, default_model: str = "mlp") -> None:

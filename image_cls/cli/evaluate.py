@@ -7,11 +7,10 @@ import json
 
 from ..data.batches import eval_batches
 from ..data.image_sets import DatasetUnavailable
-from ..data.splits import load_splits
 from ..run_files.checkpoints import CheckpointError, load_checkpoint
 from ..training.eval_metrics import evaluate
 from ..training.models import build_model
-from .common import fail, resolve_device
+from .common import fail, load_data, resolve_device
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +27,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = resolve_device(args.device)
     try:
         ckpt = load_checkpoint(args.checkpoint, "student")
-        splits = load_splits(ckpt["dataset"], args.data_root, ckpt["seed"], download=False)
+        splits = load_data({**ckpt["args"], "data_root": args.data_root, "download": False})
     except (CheckpointError, DatasetUnavailable) as err:
         fail(str(err))
     model = build_model(ckpt["model"], splits.num_classes, splits.in_channels, splits.image_size).to(device)

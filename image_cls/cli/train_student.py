@@ -11,6 +11,7 @@ Data-parallel under torchrun (gloo): --batch-size is the global batch."""
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ from fairseq_l2t.teacher_controller import TeacherController, teacher_payload
 
 from ..data.batches import BatchStream
 from ..data.image_sets import DatasetUnavailable
-from ..data.splits import dev_halves, load_splits
+from ..data.splits import dev_halves
 from ..run_files.checkpoints import (
     CheckpointError,
     load_checkpoint,
@@ -40,7 +41,8 @@ from ..training.eval_metrics import evaluate
 from ..training.models import build_model
 from ..training.online_label_smoothing import OnlineLabelSmoothing
 from ..training.rng_state import rng_state, seed_everything, set_rng_state
-from ..training.student_loop import OnlineTeaching, StudentRun, train_student
+from ..training.gold_loss_correction import estimate_transition
+from ..training.student_loop import ExampleReweighting, OnlineTeaching, StudentRun, train_student
 from ..training.student_losses import LOSS_NAMES, StudentLoss
 from .common import (
     add_data_args,
@@ -48,6 +50,7 @@ from .common import (
     add_run_args,
     add_student_args,
     fail,
+    load_data,
     open_unit_float,
     positive_float,
     positive_int,
@@ -66,10 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("loss")
     group.add_argument("--loss", choices=LOSS_NAMES, default="ce",
                        help="ce: cross-entropy; label_smoothing; online_label_smoothing (Zhang et al. 2021: soft "
-                            "targets from the student's own correct predictions of the previous epoch); teacher: the "
-                            "loss a saved teacher hands out")
+                            "targets from the student's own correct predictions of the previous epoch); gce: the "
+                            "generalised cross-entropy (1 - p_y^q) / q (Zhang & Sabuncu 2018); glc: Gold Loss "
+                            "Correction (Hendrycks et al. 2018), forward correction with the noise estimated on the "
+                            "reward half of dev by the model of --glc-model; l2rw: learning to reweight examples "
+                            "(Ren et al. 2018), per-example weights from a one-step lookahead on reward-half "
+                            "batches; teacher: the loss a saved teacher hands out")
     group.add_argument("--label-smoothing", type=open_unit_float, default=0.1,
                        help="epsilon for label_smoothing, in (0, 1) (default: %(default)s)")
+    group.add_argument("--gce-q", type=gce_q, default=0.7, help="q of gce, in (0, 1] (default: %(default)s)")
+    group.add_argument("--glc-model", metavar="CHECKPOINT",
+                       help="glc: a student checkpoint trained with cross-entropy on the same noisy labels (e.g. its "
+                            "checkpoint_selected.pt), whose predictions on the reward half of dev estimate the noise; "
+                            "the estimate is written to OUT/transition.json")
     group.add_argument("--teacher", help="teacher checkpoint (teacher.pt from l2t-image-train-teacher)")
     group.add_argument("--online-every", type=positive_int, default=None,
                        help="keep training the teacher: one lookahead hypergradient update every N student steps")
@@ -80,8 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("schedule")
     group.add_argument("--steps", type=positive_int, default=1500, help="student SGD steps (default: %(default)s)")
     group.add_argument("--eval-every", type=positive_int, default=50,
-                       help="dev (and test) evaluation period; the dev accuracy feeds the teacher's state "
-                            "(default: %(default)s)")
+                       help="dev evaluation period: both halves of dev are scored, the reward half's accuracy feeds "
+                            "the teacher's state and the selection half's lowest error picks the dev-selected "
+                            "checkpoint (OUT/checkpoint_selected.pt) (default: %(default)s)")
+    group.add_argument("--test-curve", action="store_true",
+                       help="score test at every evaluation too (for learning-curve plots; without it test is "
+                            "scored once at the end, at the final and at the dev-selected checkpoint)")
     group.add_argument("--out", required=True, help="output folder")
     add_durability_args(parser, "steps", default_every=500)
     add_run_args(parser)
@@ -89,10 +105,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def gce_q(text: str) -> float:
+    value = positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     if args.loss == "teacher" and not args.teacher:
         fail("--loss teacher needs --teacher PATH (a teacher.pt from l2t-image-train-teacher)")
+    if (args.loss == "glc") != bool(args.glc_model):
+        fail("--loss glc needs --glc-model CHECKPOINT (a cross-entropy student on the same labels), and "
+             "--glc-model needs --loss glc")
+    if args.loss == "l2rw" and world_size() > 1:
+        fail("--loss l2rw is single-process (its example weights are normalised over the whole batch)")
     if args.online_every and args.loss != "teacher":
         fail("--online-every only makes sense with --loss teacher")
     device = resolve_device(args.device)
@@ -101,8 +129,10 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     try:
         resumed = load_progress(out, "student", args) if args.resume else None
-        splits = load_splits(args.dataset, args.data_root, args.seed, args.download)
+        splits = load_data(args)
         teacher_ckpt = load_checkpoint(args.teacher, "teacher") if args.loss == "teacher" else None
+        glc_ckpt = load_checkpoint(args.glc_model, "student") if args.loss == "glc" else None
+        reward_half, selection_half = dev_halves(splits.dev, args.seed)
     except (DatasetUnavailable, CheckpointError, ValueError) as err:
         fail(str(err))
     state_extras = tuple(teacher_ckpt.get("state_extras", ())) if teacher_ckpt else ()
@@ -124,15 +154,23 @@ def main(argv: list[str] | None = None) -> dict:
     except ValueError as err:
         fail(f"--batch-size: {err}")
     stream = shard_stream(full_stream)
-    dev = sharded_eval_batches(splits.dev, 500, splits.mean, splits.std, device)
+    reward_dev, selection_dev = (sharded_eval_batches(half, 500, splits.mean, splits.std, device)
+                                 for half in (reward_half, selection_half))
     test = sharded_eval_batches(splits.test, 500, splits.mean, splits.std, device)
+    transition = None
+    if glc_ckpt is not None:
+        transition = _glc_transition(glc_ckpt, args, splits, reward_dev, device)
+    reweighting = None
+    if args.loss == "l2rw":  # trusted batches of the training batch size (the whole half if it is smaller)
+        reweighting = ExampleReweighting(BatchStream(reward_half, min(args.batch_size, len(reward_half)),
+                                                     args.seed + 1, splits.mean, splits.std, False, device))
     controller = (TeacherController(teacher, args.teacher_lr, max_non_finite=args.max_non_finite)
                   if teacher is not None else None)
-    online = (OnlineTeaching(args.online_every, args.lookahead, get_dev_objective(args.dev_objective), dev)
+    online = (OnlineTeaching(args.online_every, args.lookahead, get_dev_objective(args.dev_objective), reward_dev)
               if args.online_every else None)
     online_smoothing = (OnlineLabelSmoothing(splits.num_classes, full_stream.batches_per_epoch)
                         if args.loss == "online_label_smoothing" else None)
-    loss = StudentLoss(args.loss, args.label_smoothing, controller, online_smoothing)
+    loss = StudentLoss(args.loss, args.label_smoothing, controller, online_smoothing, args.gce_q, transition)
     optimizer = torch.optim.SGD(model.parameters(), lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
     run, start = StudentRun(), 0
     if resumed is not None:
@@ -159,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
         if progress is not None:
             saved.update(progress={"controller": controller.state_dict() if controller else None,
                                    "online_smoothing": online_smoothing.state_dict() if online_smoothing else None,
-                                   "rng": rng_state(), "seconds": progress.seconds},
+                                   "rng": rng_state(), "seconds": progress.seconds, "selected": progress.selected},
                          history=progress.history, loss_snapshots=progress.loss_snapshots)
         return saved
 
@@ -168,10 +206,17 @@ def main(argv: list[str] | None = None) -> dict:
             save_finite_on_main(checkpoint(step, progress), out / LAST_CHECKPOINT)
 
     try:
-        run = train_student(model, stream, args.steps, sgd, loss, state, dev, args.eval_every, test_batches=test,
-                            online=online, on_eval=on_eval, progress=not args.no_progress and is_main(),
-                            optimizer=optimizer, start_step=start, run=run, after_step=save_progress)
+        run = train_student(model, stream, args.steps, sgd, loss, state, reward_dev, args.eval_every,
+                            test_batches=test if args.test_curve else None, selection_batches=selection_dev,
+                            online=online, reweighting=reweighting, on_eval=on_eval,
+                            progress=not args.no_progress and is_main(), optimizer=optimizer, start_step=start,
+                            run=run, after_step=save_progress)
         save_finite_on_main(checkpoint(args.steps), out / "checkpoint.pt")
+        final_test = evaluate(model, test)
+        selected_model = copy.deepcopy(model)
+        selected_model.load_state_dict(run.selected["model_state"])
+        save_finite_on_main({**checkpoint(run.selected["step"]), "model_state": run.selected["model_state"],
+                             "optimizer_state": None, "selected": True}, out / "checkpoint_selected.pt")
     except (FloatingPointError, OSError) as err:
         fail(str(err))
     finally:
@@ -179,18 +224,37 @@ def main(argv: list[str] | None = None) -> dict:
     if run.loss_snapshots and is_main():
         save_atomic({"kind": "loss_trace", "snapshots": run.loss_snapshots}, out / "loss_trace.pt")
     final = run.history[-1]
-    reward_dev, selection_dev = (evaluate(model, sharded_eval_batches(half, 500, splits.mean, splits.std, device))
-                                 for half in dev_halves(splits.dev, args.seed))
+    chosen = next(row for row in run.history if row["step"] == run.selected["step"])
     summary = {"loss": args.loss, "model": args.model, "dataset": args.dataset, "seed": args.seed,
                "steps": args.steps, "dev_error": 1 - final["dev_accuracy"],
-               "reward_dev_error": reward_dev["error"], "selection_dev_error": selection_dev["error"],
-               "test_error": 1 - final["test_accuracy"], "processes": world_size()}
+               "reward_dev_error": final["reward_dev_error"], "selection_dev_error": final["selection_dev_error"],
+               "test_error": final_test["error"],
+               "selected": {"step": run.selected["step"], "dev_error": 1 - chosen["dev_accuracy"],
+                            "reward_dev_error": chosen["reward_dev_error"],
+                            "selection_dev_error": chosen["selection_dev_error"],
+                            "test_error": evaluate(selected_model, test)["error"]},
+               "label_noise": splits.noise, "dev_images": len(splits.dev), "processes": world_size()}
     if not is_main():
         return summary
     (out / "summary.json").write_text(json.dumps(summary))
     (out / LAST_CHECKPOINT).unlink(missing_ok=True)
-    print(json.dumps(summary), file=sys.stdout)
+    print(json.dumps({k: v for k, v in summary.items() if k != "label_noise"}), file=sys.stdout)
     return summary
+
+
+def _glc_transition(saved: dict, args: argparse.Namespace, splits, trusted, device) -> "torch.Tensor":
+    """Gold Loss Correction's C from the --glc-model checkpoint on the reward half of dev, written to
+    OUT/transition.json (a JSON list of rows: what --teacher-transition reads)."""
+    if saved["num_classes"] != splits.num_classes or saved["dataset"] != args.dataset:
+        fail(f"--glc-model {args.glc_model} was trained on {saved['dataset']} ({saved['num_classes']} classes), not "
+             f"on this run's {args.dataset}")
+    model = build_model(saved["model"], splits.num_classes, splits.in_channels, splits.image_size).to(device)
+    model.load_state_dict(saved["model_state"])
+    transition = estimate_transition(model, trusted, splits.num_classes)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "transition.json").write_text(json.dumps(transition.tolist()))
+    return transition
 
 
 def _restore(saved: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: StudentState,
@@ -204,7 +268,8 @@ def _restore(saved: dict, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     if online_smoothing is not None:
         online_smoothing.load_state_dict(saved["progress"]["online_smoothing"])
     set_rng_state(saved["progress"]["rng"])
-    return StudentRun(saved["history"], saved["loss_snapshots"], saved["progress"]["seconds"])
+    return StudentRun(saved["history"], saved["loss_snapshots"], saved["progress"]["seconds"],
+                      saved["progress"]["selected"])
 
 
 def cli() -> None:

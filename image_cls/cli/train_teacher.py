@@ -26,7 +26,7 @@ from fairseq_l2t.teacher_spec import STRUCTURES, TeacherSpec
 
 from ..data.batches import check_batch_size
 from ..data.image_sets import DatasetUnavailable
-from ..data.splits import dev_halves, load_splits
+from ..data.splits import dev_halves
 from ..run_files.checkpoints import CheckpointError, save_finite_on_main
 from ..run_files.csv_log import CsvLog
 from ..run_files.resume import LAST_CHECKPOINT, load_progress, unfit_message
@@ -41,6 +41,7 @@ from .common import (
     add_run_args,
     add_student_args,
     fail,
+    load_data,
     non_negative_float,
     open_unit_float,
     positive_float,
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         require_divisible(args.batch_size)
         resumed = load_progress(out, "teacher", args) if args.resume else None
-        splits = load_splits(args.dataset, args.data_root, args.seed, args.download)
+        splits = load_data(args)
         if args.reward_dev == "half":
             splits = dataclasses.replace(splits, dev=dev_halves(splits.dev, args.seed)[0])
     except (DatasetUnavailable, CheckpointError, ValueError) as err:

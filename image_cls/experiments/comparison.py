@@ -19,8 +19,6 @@ of finished runs, so a long table can be completed over several sittings.
 """
 from __future__ import annotations
 
-import json
-import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,16 +27,13 @@ from typing import Callable
 from fairseq_l2t.loss_structures import WELL_POSED_KINDS
 
 from ..cli import train_student, train_teacher
+from .cli_runs import run_cli
+from .paired_stats import paired_summary
 
 METHODS = ("ce", "label_smoothing", "label_smoothing_tuned", "online_label_smoothing", "l2t_dlf")
 BASELINES = METHODS[:-1]
 LS_GRID = (0.05, 0.1, 0.2, 0.3)
 FIXED_EPSILON = 0.1
-# two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom (then the normal's 1.96)
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
 @dataclass
 class ComparisonConfig:
     model: str = "mlp"
@@ -121,7 +116,7 @@ class _Runs:
     def student(self, seed: int, name: str, loss_args: list[str]) -> dict:
         argv = self.common + ["--steps", str(self.config.steps), "--eval-every", str(self.config.eval_every),
                               "--seed", str(seed), *loss_args]
-        return _run(train_student.main, argv, self.out / f"seed{seed}" / name, self.config.reuse)
+        return run_cli(train_student.main, argv, self.out / f"seed{seed}" / name, self.config.reuse)
 
     def teacher(self, seed: int, base_epsilon: float, name: str) -> Path:
         config = self.config
@@ -134,7 +129,7 @@ class _Runs:
         if config.structure in WELL_POSED_KINDS:
             argv += ["--teacher-smoothing", str(base_epsilon)]
         folder = self.out / f"seed{seed}" / name
-        _run(train_teacher.main, argv, folder, config.reuse)
+        run_cli(train_teacher.main, argv, folder, config.reuse)
         return folder / "teacher.pt"
 
 
@@ -146,13 +141,6 @@ def _row(method: str, summary: dict, **extra) -> dict:
     return {"method": method, **{k: summary[k] for k in ("model", "dataset", "seed", "steps", "dev_error",
                                                          "reward_dev_error", "selection_dev_error", "test_error")},
             **extra}
-
-
-def _run(main: Callable[[list[str]], dict], argv: list[str], out: Path, reuse: bool) -> dict:
-    """Run a CLI into `out`, or with reuse, read the summary of a finished run there."""
-    if reuse and (out / "summary.json").is_file():
-        return json.loads((out / "summary.json").read_text())
-    return main(argv + ["--out", str(out)])
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -197,15 +185,7 @@ def paired_differences(rows: list[dict]) -> list[dict]:
             if not seeds:
                 continue
             diffs = [100 * (ours[s]["test_error"] - theirs[s]["test_error"]) for s in seeds]
-            mean = statistics.mean(diffs)
-            ci95 = None  # no interval from one seed
-            if len(diffs) > 1:
-                quantile = _T975[len(diffs) - 2] if len(diffs) <= len(_T975) + 1 else 1.96
-                half = quantile * statistics.stdev(diffs) / math.sqrt(len(diffs))
-                ci95 = [mean - half, mean + half]
-            out.append({"model": model, "baseline": baseline, "seeds": len(seeds), "differences": diffs,
-                        "mean_difference": mean, "ci95": ci95,
-                        "wins": sum(d < 0 for d in diffs), "ties": sum(d == 0 for d in diffs)})
+            out.append({"model": model, "baseline": baseline, **paired_summary(diffs)})
     return out
 
 

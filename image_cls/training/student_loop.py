@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from fairseq_l2t.dev_objectives import DevObjective
-from fairseq_l2t.functional_student import SGDConfig
+from fairseq_l2t.example_weights import lookahead_example_weights
+from fairseq_l2t.functional_student import FunctionalStudent, SGDConfig
 from fairseq_l2t.online import lookahead_hypergradient
 from fairseq_l2t.state_features import StudentState
 
@@ -44,11 +45,35 @@ class OnlineTeaching:
     engine: str = "stored"
 
 
+@dataclass(frozen=True)
+class ExampleReweighting:
+    """Learning to reweight examples: every step's example weights from a lookahead on a batch of trusted data
+    (`trusted.batch_at(step)`: the reward half of dev, never the selection half)."""
+
+    trusted: BatchSource
+
+    def weights(self, model: nn.Module, inputs: Tensor, target: Tensor, step: int) -> Tensor:
+        student = FunctionalStudent(model)
+        named = dict(model.named_parameters())
+        trusted_inputs, trusted_target = self.trusted.batch_at(step)
+        return lookahead_example_weights(student, tuple(named[n] for n in student.param_names),
+                                         dict(model.named_buffers()), inputs, target, trusted_inputs, trusted_target)
+
+
 @dataclass
 class StudentRun:
     history: list[dict] = field(default_factory=list)
     loss_snapshots: list[dict] = field(default_factory=list)
     seconds: float = 0.0  # training wall time so far, carried across resumes
+    # the dev-selected checkpoint: the evaluation with the lowest selection-half error so far (the first of equals),
+    # as {"step", "selection_dev_error", "model_state"}; None until the first evaluation with a selection half
+    selected: dict | None = None
+
+    def offer(self, step: int, selection_error: float, model: nn.Module) -> None:
+        """Keep `model`'s weights as the selected checkpoint if its selection-half error is the lowest so far."""
+        if self.selected is None or selection_error < self.selected["selection_dev_error"]:
+            self.selected = {"step": step, "selection_dev_error": selection_error,
+                             "model_state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
 
 
 def train_student(
@@ -61,7 +86,9 @@ def train_student(
     dev_batches: Batches,
     eval_every: int,
     test_batches: Batches | None = None,
+    selection_batches: Batches | None = None,
     online: OnlineTeaching | None = None,
+    reweighting: ExampleReweighting | None = None,
     on_eval: Callable[[dict], None] | None = None,
     progress: bool = True,
     optimizer: torch.optim.SGD | None = None,
@@ -71,7 +98,11 @@ def train_student(
 ) -> StudentRun:
     """Train `model` in place up to `steps` SGD steps; evaluate every `eval_every` steps.
 
-    A resumed run passes the restored `start_step` and `run` (its history so
+    Every evaluation scores `dev_batches` (the dev data the state reads: with a
+    selection half, the reward half), the `selection_batches` if given (the
+    selection half, whose lowest error picks `run.selected`) and the
+    `test_batches` if given (a test curve; a table scores test only at the
+    end).  A resumed run passes the restored `start_step` and `run` (its history so
     far); `after_step(steps_done, run)` is where the caller saves checkpoints.
     """
     if steps < 1 or eval_every < 1:
@@ -89,8 +120,9 @@ def train_student(
         if online is not None and step % online.every == 0 and step + online.lookahead <= steps:
             _online_teacher_update(model, optimizer, loss, state, stream, step, online)
         inputs, target = stream.batch_at(step)
+        weights = reweighting.weights(model, inputs, target, step) if loss.reweights_examples else None
         lprobs = F.log_softmax(model(inputs), dim=-1)
-        value = loss(lprobs, target, state)
+        value = loss(lprobs, target, state, weights)
         # decided over all processes: one whose slice overflowed must not stop alone (the others would hang)
         finite = bool(torch.isfinite(value))
         if max_over_ranks(int(not finite)):
@@ -98,13 +130,17 @@ def train_student(
             raise FloatingPointError(f"the student's loss became {what} at step {step}; "
                                      f"lower --lr or check the teacher")
         optimizer.zero_grad(set_to_none=True)
-        value.backward()
-        average_gradients(model)
-        optimizer.step()
+        if weights is None or bool((weights > 0).any()):  # a reweighted batch with no positive weight is skipped
+            value.backward()
+            average_gradients(model)
+            optimizer.step()
         state.observe_batch(lprobs, target)
         if (step + 1) % eval_every == 0 or step + 1 == steps:
-            row = _eval_row(model, step + 1, state, dev_batches, test_batches, started, online, loss)
-            state.observe_dev(row["dev_accuracy"])
+            row, measure = _eval_row(model, step + 1, state, dev_batches, selection_batches, test_batches, started,
+                                     online, loss)
+            state.observe_dev(measure)
+            if selection_batches is not None:
+                run.offer(step + 1, row["selection_dev_error"], model)
             run.history.append(row)
             if loss.teacher is not None:
                 run.loss_snapshots.append(_loss_snapshot(loss, state, step + 1))
@@ -130,8 +166,12 @@ def _online_teacher_update(model: nn.Module, optimizer: torch.optim.SGD, loss: S
     check_teacher(loss.teacher, where)
 
 
-def _eval_row(model: nn.Module, step: int, state: StudentState, dev_batches: Batches, test_batches: Batches | None,
-              started: float, online: OnlineTeaching | None, loss: StudentLoss) -> dict:
+def _eval_row(model: nn.Module, step: int, state: StudentState, dev_batches: Batches,
+              selection_batches: Batches | None, test_batches: Batches | None, started: float,
+              online: OnlineTeaching | None, loss: StudentLoss) -> tuple[dict, float]:
+    """The log row of an evaluation, and the dev accuracy that the state reads (of `dev_batches` alone).
+
+    With a selection half, the row's dev loss and accuracy are those of both halves together."""
     dev = evaluate(model, dev_batches)
     row = {
         "step": step,
@@ -139,6 +179,12 @@ def _eval_row(model: nn.Module, step: int, state: StudentState, dev_batches: Bat
         "train_accuracy": state.train_accuracy if state.train_accuracy is not None else math.nan,
         "dev_loss": dev["loss"], "dev_accuracy": dev["accuracy"],
     }
+    if selection_batches is not None:
+        chosen = evaluate(model, selection_batches)
+        count = dev["count"] + chosen["count"]
+        row.update(dev_loss=(dev["loss"] * dev["count"] + chosen["loss"] * chosen["count"]) / count,
+                   dev_accuracy=(dev["accuracy"] * dev["count"] + chosen["accuracy"] * chosen["count"]) / count,
+                   reward_dev_error=dev["error"], selection_dev_error=chosen["error"])
     if test_batches is not None:
         test = evaluate(model, test_batches)
         row.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
@@ -148,7 +194,7 @@ def _eval_row(model: nn.Module, step: int, state: StudentState, dev_batches: Bat
         row.update(teacher_updates=loss.controller.updates,
                    teacher_skipped_non_finite=loss.controller.hypergradients.total)
     row["seconds"] = time.perf_counter() - started
-    return row
+    return row, dev["accuracy"]
 
 
 def _non_finite_postfix(loss: StudentLoss, online: OnlineTeaching | None) -> dict:
@@ -170,4 +216,5 @@ def _loss_snapshot(loss: StudentLoss, state: StudentState, step: int) -> dict:
     return {"step": step, "features": features.cpu(), "gates": teacher.gates(features).cpu(),
             "W": structure.dense(phi).cpu() if small else None,
             "W_base": structure.dense(structure.init_params(param.dtype)).cpu() if small else None,
-            "b": phi["b"].cpu() if "b" in phi else None}
+            "b": phi["b"].cpu() if "b" in phi else None,
+            "phi": {k: v.detach().cpu() for k, v in phi.items()} if small else None}
