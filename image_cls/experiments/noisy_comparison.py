@@ -196,7 +196,7 @@ def selection_correct(folder: Path) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
         return torch.cat([model(x).argmax(-1).eq(y) for x, y in
-                          eval_batches(selection, 500, splits.mean, splits.std)])
+                          eval_batches(selection, min(500, len(selection)), splits.mean, splits.std)])
 
 
 def _errors(summary: dict) -> dict:

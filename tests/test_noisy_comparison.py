@@ -1,0 +1,55 @@
+"""The noisy-label comparison end to end on MNIST-5k (tiny budget): every method's run, tuned grids chosen on the
+selection half, the guard's paired decision, and the table's paired differences."""
+import pytest
+
+from image_cls.experiments import noisy_comparison
+from image_cls.experiments.noisy_comparison import (NoisyConfig, format_table, paired_differences,
+                                                    run_noisy_comparison, summarise)
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory):
+    config = NoisyConfig(dataset="mnist5k", noise="asymmetric:0.4", seeds=(0, 1), steps=40, episode_steps=20,
+                         eval_every=10, dev_per_class=20, ls_grid=(0.1, 0.3), gce_grid=(0.5, 0.7), lr=0.05)
+    out = tmp_path_factory.mktemp("noisy")
+    lines = []
+    first = run_noisy_comparison(config, out, report=lines.append)
+    config.reuse = True
+    again = run_noisy_comparison(config, out, report=lambda line: None)  # every run read back, none redone
+    assert again == first
+    return first, lines, out
+
+
+def test_every_method_has_a_row_per_seed_with_its_dev_selected_and_final_errors(rows):
+    rows, lines, out = rows
+    assert sorted((r["method"], r["seed"]) for r in rows) == sorted(
+        (m, s) for m in noisy_comparison.METHODS for s in (0, 1))
+    for r in rows:
+        assert 0 <= r["test_error"] <= 1 and 0 <= r["final_test_error"] <= 1 and r["selected_step"] % 10 == 0
+        assert r["noise"] == "asymmetric:0.4" and 0.1 < r["noisy_share"] < 0.3
+    tuned = {r["method"]: r for r in rows if r["method"] in ("label_smoothing_tuned", "gce_tuned")}
+    assert tuned["label_smoothing_tuned"]["epsilon"] in (0.1, 0.3) and tuned["gce_tuned"]["q"] in (0.5, 0.7)
+    assert any("chosen on the selection half" in line for line in lines)
+    assert (out / "asymmetric_0.4" / "mlp" / "seed0" / "forward_glc" / "transition.json").is_file()
+
+
+def test_the_guard_follows_the_paired_test_on_the_selection_half(rows):
+    rows, lines, _ = rows
+    for r in (r for r in rows if r["method"] == "l2t_dlf"):
+        p = noisy_comparison.mcnemar_one_sided(r["taught_only_right"], r["base_only_right"])
+        assert r["guard_p_value"] == p and r["kept_base"] == (not p < 0.05)
+        base = next(b for b in rows if b["method"] == "forward_glc" and b["seed"] == r["seed"])
+        if r["kept_base"]:
+            assert r["test_error"] == base["test_error"]
+        else:
+            assert r["test_error"] == r["taught_test_error"]
+    assert sum("McNemar" in line for line in lines) == 2
+
+
+def test_the_table_pairs_l2t_dlf_with_every_baseline(rows):
+    rows, _, _ = rows
+    paired = paired_differences(rows)
+    assert [p["baseline"] for p in paired] == list(noisy_comparison.BASELINES)
+    assert all(p["seeds"] == 2 and p["ci95"] is not None for p in paired)
+    table = format_table(summarise(rows), paired, paired_differences(rows, key="taught_test_error"))
+    assert "l2t_dlf's taught students (no guard)" in table and "| forward_glc |" in table
