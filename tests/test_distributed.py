@@ -207,12 +207,23 @@ def test_helpers_are_copies_outside_a_process_group():
 
 REPO = Path(__file__).resolve().parents[1]
 # MLP: no BatchNorm or dropout, whose statistics and masks differ between shards and a whole batch
-COMMON = ["--model", "mlp", "--no-progress", "--seed", "1", "--batch-size", "32"]
+# The CLIs run in float32, where 2 processes cannot equal 1 bit for bit: gloo sums the two halves' gradients in
+# another order than one process sums the whole batch.  The teacher learns by SGD here (--teacher-optimizer sgd):
+# Adam's normalised step turns a rounding difference of a near-zero hypergradient entry into a whole lr-sized
+# step of either sign (60 of 100 entries of base.W differed by up to 6e-5 on another CPU), while SGD keeps the
+# difference at rounding size.  That size: a batch of 32 summed in float32 is off by at most about
+# 32 * eps32 = 4e-6 of its terms' magnitude (|g| < 1 here); 22 SGD steps (10 + 12) at lr 0.05 of the student, and
+# 2 + 3 teacher steps at lr 0.5, carry it into the weights with little growth over so short a run: an absolute
+# difference of about 22 * 0.05 * 4e-6 + 5 * 0.5 * 4e-6 = 1.4e-5.  Measured (2026-12, AVX512 and
+# ATEN_CPU_CAPABILITY=default): at most 3.9e-7, while the online teacher moves by 0.25.  An accuracy may differ by
+# one image (a logit tie broken the other way by a 1e-7 difference): ONE_IMAGE.
+COMMON = ["--model", "mlp", "--no-progress", "--seed", "1", "--batch-size", "32", "--teacher-optimizer", "sgd",
+          "--teacher-lr", "0.5"]
 TEACHER = COMMON + ["--rounds", "1", "--steps-per-round", "10", "--episode-steps", "5"]
 STUDENT = COMMON + ["--loss", "teacher", "--steps", "12", "--eval-every", "6", "--test-curve", "--online-every", "4",
                     "--lookahead", "2"]
-# measured: 2-process and 1-process parameters differ by at most 3e-8 (float32 summation order)
-TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
+TOLERANCE = {"rtol": 0, "atol": 3e-5}  # twice the bound above
+ONE_IMAGE = 1 / 500 + 1e-9  # the reward half of mnist5k's dev split
 
 
 def torchrun(module: str, argv: list[str]) -> subprocess.CompletedProcess:
@@ -254,7 +265,7 @@ def test_two_process_teacher_training_matches_one_process(image_runs):
     assert_close_states(load(one / "teacher.pt")["teacher"]["state"], load(two / "teacher.pt")["teacher"]["state"])
     log_one, log_two = plots.read_log(one / "teacher_log.csv"), plots.read_log(two / "teacher_log.csv")
     assert log_two["episode"] == [0.0, 1.0]  # one row per episode: only rank 0 logs
-    assert log_two["dev_accuracy"] == log_one["dev_accuracy"]
+    assert log_two["dev_accuracy"] == pytest.approx(log_one["dev_accuracy"], abs=ONE_IMAGE)
     assert log_two["dev_objective"] == pytest.approx(log_one["dev_objective"], rel=1e-5)
 
 
@@ -269,5 +280,6 @@ def test_two_process_online_taught_student_matches_one_process(image_runs):
     assert any(not torch.equal(initial[k], second["teacher"]["state"][k]) for k in initial)
     log_one, log_two = plots.read_log(one / "log.csv"), plots.read_log(two / "log.csv")
     assert log_two["step"] == [6.0, 12.0] and log_two["teacher_updates"] == [2.0, 3.0]
-    assert log_two["dev_accuracy"] == log_one["dev_accuracy"] and log_two["test_accuracy"] == log_one["test_accuracy"]
+    assert log_two["dev_accuracy"] == pytest.approx(log_one["dev_accuracy"], abs=ONE_IMAGE)
+    assert log_two["test_accuracy"] == pytest.approx(log_one["test_accuracy"], abs=ONE_IMAGE)
     assert second["student_state"]["train_loss"] == pytest.approx(first["student_state"]["train_loss"], rel=1e-6)

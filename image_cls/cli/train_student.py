@@ -21,7 +21,7 @@ import torch
 from fairseq_l2t.dev_objectives import DEV_OBJECTIVES, get_dev_objective
 from fairseq_l2t.distributed import world_size
 from fairseq_l2t.state_features import StudentState
-from fairseq_l2t.teacher_controller import TeacherController, teacher_payload
+from fairseq_l2t.teacher_controller import OPTIMIZERS, TeacherController, teacher_payload
 
 from ..data.batches import BatchStream
 from ..data.image_sets import DatasetUnavailable
@@ -86,7 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--online-every", type=positive_int, default=None,
                        help="keep training the teacher: one lookahead hypergradient update every N student steps")
     group.add_argument("--lookahead", type=positive_int, default=5, help="lookahead steps k for --online-every")
-    group.add_argument("--teacher-lr", type=positive_float, default=1e-3, help="Adam lr for online teacher updates")
+    group.add_argument("--teacher-lr", type=positive_float, default=1e-3,
+                       help="learning rate of the online teacher updates (default: %(default)s)")
+    group.add_argument("--teacher-optimizer", choices=OPTIMIZERS, default="adam",
+                       help="the teacher's own optimizer for online updates (default: %(default)s)")
     group.add_argument("--dev-objective", choices=sorted(DEV_OBJECTIVES), default="smooth_error",
                        help="dev objective for online teacher updates (default: %(default)s)")
     group = parser.add_argument_group("schedule")
@@ -164,7 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.loss == "l2rw":  # trusted batches of the training batch size (the whole half if it is smaller)
         reweighting = ExampleReweighting(BatchStream(reward_half, min(args.batch_size, len(reward_half)),
                                                      args.seed + 1, splits.mean, splits.std, False, device))
-    controller = (TeacherController(teacher, args.teacher_lr, max_non_finite=args.max_non_finite)
+    controller = (TeacherController(teacher, args.teacher_lr, args.teacher_optimizer,
+                                    max_non_finite=args.max_non_finite)
                   if teacher is not None else None)
     online = (OnlineTeaching(args.online_every, args.lookahead, get_dev_objective(args.dev_objective), reward_dev)
               if args.online_every else None)

@@ -66,6 +66,7 @@ class NoisyConfig:
     teacher_base: str = "glc"
     teacher_rounds: int = 1
     episode_steps: int = 500
+    snapshots: int = 64  # of the checkpointed engine: 2 recomputations per step for 500-step episodes
     teacher_lr: float = 1e-2
     dev_objective: str = "cross_entropy"
     teacher_args: tuple[str, ...] = ()  # further l2t-image-train-teacher options (a protocol's own)
@@ -176,7 +177,7 @@ class _Runs:
         config = self.config
         argv = self.common + ["--seed", str(seed), "--rounds", str(config.teacher_rounds), "--steps-per-round",
                               str(config.steps), "--episode-steps", str(config.episode_steps), "--engine",
-                              "checkpointed", "--teacher-lr", str(config.teacher_lr), "--dev-objective",
+                              "checkpointed", "--snapshots", str(config.snapshots), "--teacher-lr", str(config.teacher_lr), "--dev-objective",
                               config.dev_objective, "--teacher-structure", "corrected", "--reward-dev", "half",
                               *config.teacher_args]
         if base_name == "forward_glc":
