@@ -131,8 +131,8 @@ def _smoothing_mass(raw: Tensor) -> Tensor:
     """eps = clamp(raw, 0, 1), with the gradient passed on the closed interval, bounds included.
 
     torch's clamp (2.14) passes no gradient at a bound, so a teacher that
-    starts exactly at cross-entropy (eps = 0, or the corrected family's q = 0
-    and tau = 0) could never move away from it.
+    starts exactly at cross-entropy (eps = 0, or the corrected family's q = 0)
+    could never move away from it.
     """
     inside = (raw >= 0) & (raw <= 1)
     return torch.where(inside, raw, raw.detach().clamp(0.0, 1.0))
@@ -302,24 +302,26 @@ class LowRankSoftTargetStructure(_WellPosedStructure):
 class CorrectedStructure(_WellPosedStructure):
     """The family for noisy labels: forward-corrected, robust, smoothed cross-entropy.
 
-    With p~ = T^T p the student's model of the noisy label (T row-stochastic,
-    T[i] = (1 - tau_i) e_i + tau_i softmax(R[i])) and g_q the generalised
-    logarithm (fairseq_l2t/robust_losses.py; g_0 = log),
+    With p~ = T^T p the student's model of the noisy label, T row-stochastic with
+    T[i] = (e_i + A[i]) / (1 + sum_j A[i, j]) (A >= 0 off the diagonal: how much of
+    true class i the loss credits to each noisy label j, relative to i itself), and
+    g_q the generalised logarithm (fairseq_l2t/robust_losses.py; g_0 = log),
 
         score(p, y) = a ((1 - eps) g_q(log p~_y) + eps mean_k g_q(log p~_k)),
 
-    loss = -score >= 0 (every g_q(log p~) <= 0).  Parameters: eps (1,)
-    smoothing mass, q (1,) robustness, tau (C,) correction strength per true
-    class and R (C x C) where that row's mass goes, all clamped to [0, 1]
-    (tau, eps, q) like the smoothing mass; log_scale (1,) unless fixed_scale.
-    Exact members: cross-entropy (tau = 0, q = 0, eps = 0), label smoothing
-    (eps), the generalised cross-entropy (q), forward correction with any
-    row-stochastic C of positive entries (tau = 1, R = log C: Gold Loss
-    Correction's estimate); the teacher's gates then schedule all of them.
+    loss = -score >= 0 (every g_q(log p~) <= 0).  Parameters: eps (1,) smoothing
+    mass and q (1,) robustness, clamped to [0, 1]; A (C x C; its diagonal is not
+    used) clamped to [0, inf); log_scale (1,) unless fixed_scale.  Every clamp
+    passes its gradient at the bound, and every entry of A moves T on its own, so a
+    teacher that starts at cross-entropy gets a gradient for each correction.
+    Exact members: cross-entropy (A = 0, q = 0, eps = 0), label smoothing (eps),
+    the generalised cross-entropy (q), forward correction with any row-stochastic C
+    of positive diagonal (A[i, j] = C[i, j] / C[i, i]: Gold Loss Correction's
+    estimate); the teacher's gates then schedule all of them.
 
-    `robustness` is the initial q, `transition` (C x C rows, or None) the
-    initial correction: None starts at T = I (tau = 0, R = 0).  `dense` is T,
-    the transition the correction uses (the identity for cross-entropy).
+    `robustness` is the initial q, `transition` (C x C rows, or None) the initial
+    correction: None starts at T = I.  `dense` is T, the transition the correction
+    uses (the identity for cross-entropy).
     """
 
     kind = "corrected"
@@ -338,25 +340,31 @@ class CorrectedStructure(_WellPosedStructure):
                     and torch.allclose(matrix.sum(1), torch.ones(num_classes, dtype=torch.float64), atol=1e-6)):
                 raise ValueError("the transition matrix must be row-stochastic: finite, non-negative entries, "
                                  "every row summing to 1")
+            if not (matrix.diagonal() > 0).all():
+                raise ValueError("the transition matrix needs a positive diagonal (every true class keeps some of "
+                                 "its labels)")
             transition = [[float(v) for v in row] for row in matrix.tolist()]
         self.robustness = robustness
         self.transition = transition
 
     def init_params(self, dtype: torch.dtype = torch.float32) -> LossParams:
         c = self.num_classes
-        if self.transition is None:
-            tau, logits = torch.zeros(c, dtype=dtype), torch.zeros(c, c, dtype=dtype)
-        else:  # softmax(log C) = C; a zero entry becomes a tiny one (its log would be -inf)
-            tau = torch.ones(c, dtype=dtype)
-            logits = torch.tensor(self.transition, dtype=torch.float64).clamp_min(_TRANSITION_FLOOR).log().to(dtype)
+        strengths = torch.zeros(c, c, dtype=torch.float64)
+        if self.transition is not None:
+            matrix = torch.tensor(self.transition, dtype=torch.float64)
+            strengths = matrix / matrix.diagonal().unsqueeze(1)
+        strengths.fill_diagonal_(0.0)
         return {"eps": torch.full((1,), self.smoothing, dtype=dtype), "q": torch.full((1,), self.robustness, dtype=dtype),
-                "tau": tau, "R": logits, **self._scale_params((1,), dtype)}
+                "A": strengths.to(dtype), **self._scale_params((1,), dtype)}
 
     def transition_matrix(self, params: LossParams) -> Tensor:
-        """T = (1 - tau_i) e_i + tau_i softmax(R[i]) row by row."""
-        tau = _smoothing_mass(params["tau"]).unsqueeze(1)
-        eye = torch.eye(self.num_classes, dtype=tau.dtype, device=tau.device)
-        return (1 - tau) * eye + tau * torch.softmax(params["R"], dim=1)
+        """T[i] = (e_i + A[i]) / (1 + sum_j A[i, j]), A clamped to [0, inf) and its diagonal left out."""
+        raw = params["A"]
+        eye = torch.eye(self.num_classes, dtype=raw.dtype, device=raw.device)
+        inside = raw >= 0
+        strengths = torch.where(inside, raw, raw.detach().clamp_min(0.0)) * (1 - eye)
+        unnormalised = eye + strengths
+        return unnormalised / unnormalised.sum(1, keepdim=True)
 
     def robustness_of(self, params: LossParams) -> Tensor:
         """q, clamped to [0, 1]."""
@@ -375,13 +383,11 @@ class CorrectedStructure(_WellPosedStructure):
     def config(self) -> dict:
         return {**super().config(), "robustness": self.robustness, "transition": self.transition}
 
-
 BILINEAR_KINDS = (DenseStructure.kind, DiagLowRankStructure.kind)
 LINEAR_KINDS = (SoftTargetStructure.kind, SmoothingStructure.kind, LowRankSoftTargetStructure.kind)
 """Well-posed structures whose loss is linear in the log-probabilities (the one_step engine's shortcut)."""
 WELL_POSED_KINDS = (*LINEAR_KINDS, CorrectedStructure.kind)
 BILINEAR_PROB_FLOOR = 1e-4
-_TRANSITION_FLOOR = 1e-8
 
 
 def resolve_prob_floor(kind: str, squash: bool, prob_floor: float | None,

@@ -27,6 +27,9 @@ from image_cls.training.distributed import ShardedStream, max_over_ranks, requir
 from image_cls.training.student_loop import train_student as train_student_loop
 from image_cls.training.student_losses import StudentLoss
 
+# equality claims: 2 processes = 1 (float64 core exactly; the float32 CLIs within summation error)
+pytestmark = pytest.mark.equality
+
 WORLD = 2
 DEV_SPLIT = 13  # rank 0 holds 13 of the 20 dev examples, rank 1 the other 7: unequal dev shards
 ENGINES = (("stored", 8), ("checkpointed", 2), ("one_step", 1))

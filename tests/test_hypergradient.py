@@ -11,6 +11,9 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from fairseq_l2t.hypergradient import _binomial_split, hypergradient, one_step_hypergradient, rng_state, run_unroll
 from fairseq_l2t.state_features import StudentState
 
+# equality claims: the engines agree (float64)
+pytestmark = pytest.mark.equality
+
 ENGINE_CASES = [("stored", 8), ("checkpointed", 1), ("checkpointed", 2), ("checkpointed", 3)]
 
 

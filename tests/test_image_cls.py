@@ -35,6 +35,7 @@ def make_teacher(floor=-9.2):
     return Teacher(DenseStructure(10), state.num_features, 2, False, state.feature_names, floor)
 
 
+@pytest.mark.equality
 def test_live_student_training_follows_the_differentiated_trajectory(splits):
     """The loop that teaches real students is the trajectory the teacher was differentiated through."""
     teacher = make_teacher()

@@ -21,6 +21,9 @@ from image_cls.run_files import checkpoints
 from image_cls.run_files.checkpoints import load_checkpoint, save_atomic
 from image_cls.run_files.resume import LAST_CHECKPOINT, remove_stale_temp_files
 
+# equality claims: a resumed run is bit-identical to an uninterrupted one on the same machine
+pytestmark = pytest.mark.equality
+
 REPO = Path(__file__).resolve().parents[1]
 # one thread per process: the runs are reproducible and can share the cores
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

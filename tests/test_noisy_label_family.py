@@ -15,6 +15,9 @@ from fairseq_l2t.robust_losses import corrected_log_probs, generalized_log
 from fairseq_l2t.teacher import Teacher
 from fairseq_l2t.teacher_spec import TeacherSpec, teacher_mismatch
 
+# equality claims: the engines agree on the corrected family (float64)
+pytestmark = pytest.mark.equality
+
 C = 5
 
 
@@ -95,13 +98,14 @@ def test_corrected_log_probs_keep_a_finite_derivative_at_the_identity():
 
 
 def test_a_teacher_at_the_cross_entropy_end_gets_gradient_in_every_strength():
-    """eps, q and tau start exactly at the clamp's bound 0; the gradient must still reach them."""
+    """eps, q and every correction strength A start exactly at their clamp's bound 0; the gradient must reach them."""
     structure = CorrectedStructure(C)
     params = {k: v.requires_grad_() for k, v in structure.init_params(torch.float64).items()}
     lprobs, target = batch(4, scale=1.0)  # a mild student: with p_i / p_k up to e^30 the curvature defeats the check
     value = dynamic_loss(lprobs, target, structure, params, squash=False)
     grads = dict(zip(params, torch.autograd.grad(value, list(params.values()))))
-    for name in ("eps", "q", "tau"):
+    assert (grads["A"].diagonal() == 0).all() and (grads["A"] + torch.eye(C, dtype=torch.float64) != 0).all()
+    for name in ("eps", "q", "A"):
         assert grads[name].abs().sum() > 1e-3, name
         h, at = 1e-6, []
         for k in (1, 2):  # one-sided, second order: the member exists only above the bound
@@ -120,8 +124,7 @@ def corrected_teacher(seed: int = 1, num_features: int = 4) -> Teacher:
     teacher = Teacher(structure, num_features=num_features, num_gates=2).double()
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        teacher.base["tau"].fill_(0.5)
-        teacher.base["R"].add_(0.3 * torch.randn(teacher.base["R"].shape, generator=generator, dtype=torch.float64))
+        teacher.base["A"].add_(0.2 * torch.rand(teacher.base["A"].shape, generator=generator, dtype=torch.float64))
         for p in [*teacher.delta.values(), *teacher.gate.parameters()]:
             p.add_(0.1 * torch.randn(p.shape, generator=generator, dtype=torch.float64))
     return teacher
@@ -134,8 +137,9 @@ def test_every_engine_matches_finite_differences_and_naive_unrolling(objective):
     start = unroll.student.snapshot()
     for features in hypergradient(unroll, start, "stored").features:
         phi = unroll.teacher(features)
-        for name in ("eps", "q", "tau"):
+        for name in ("eps", "q"):
             assert ((phi[name] > 0.01) & (phi[name] < 0.99)).all(), name
+        assert (phi["A"] + torch.eye(NUM_CLASSES, dtype=torch.float64) > 0.01).all()
     reference = flat(hypergradient(unroll, start, "unrolled").teacher_grads)
     fd = finite_difference(unroll, start)
     assert reference.abs().max() > 1e-6
@@ -161,6 +165,8 @@ def test_config_round_trip_and_bad_transitions():
         CorrectedStructure(C, transition=stochastic()[:3, :3].tolist())
     with pytest.raises(ValueError, match="robustness"):
         CorrectedStructure(C, robustness=1.5)
+    with pytest.raises(ValueError, match="positive diagonal"):
+        CorrectedStructure(C, transition=torch.eye(C, dtype=torch.float64).roll(1, 0).tolist())
 
 
 def test_the_teacher_spec_builds_it_from_options_and_names_a_mismatch(tmp_path):

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from hypergrad_helpers import NUM_CLASSES, NUM_INPUTS, perturbed_teacher, relative_error, tiny_mlp
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
@@ -5,6 +6,9 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from fairseq_l2t.dev_objectives import cross_entropy
 from fairseq_l2t.online import lookahead_hypergradient
 from fairseq_l2t.state_features import StudentState
+
+# equality claims: the lookahead equals naive unrolling (float64)
+pytestmark = pytest.mark.equality
 
 
 def test_lookahead_from_a_live_student_matches_finite_differences_and_leaves_it_untouched():

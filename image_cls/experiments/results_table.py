@@ -42,7 +42,7 @@ def main(argv: list[str] | None, dataset: str, defaults: dict, description: str)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    lrs, steps = (_per_model(parser, items, kind, args.models) for items, kind in ((args.lr, float), (args.steps, int)))
+    lrs, steps = (per_model(parser, items, kind, args.models) for items, kind in ((args.lr, float), (args.steps, int)))
     what, variant = TEACHER_VARIANTS[args.teacher_variant]
     rows = []
     for model in args.models:
@@ -79,7 +79,7 @@ def main(argv: list[str] | None, dataset: str, defaults: dict, description: str)
     print(settings)
 
 
-def _per_model(parser: argparse.ArgumentParser, items: list[str], kind: type, models: list[str]) -> dict:
+def per_model(parser: argparse.ArgumentParser, items: list[str], kind: type, models: list[str]) -> dict:
     """MODEL=VALUE items as a dict; every model in `models` must have one."""
     try:
         values = {model: kind(value) for model, value in (item.split("=") for item in items)}

@@ -1,5 +1,5 @@
-"""PNG plots: learning curves of several runs, and the loss matrix W that the
-teacher handed out at several stages of a student's training."""
+"""PNG plots: learning curves of several runs, the loss matrix W that the teacher handed out at several stages
+of a student's training, and what a noisy-label teacher handed out over training beside the error curves."""
 from __future__ import annotations
 
 import csv
@@ -65,6 +65,53 @@ def plot_loss_matrices(trace_path: str | Path, out: str | Path, stages: int = 4)
     axes[0][0].set_ylabel("class i (weight on log p_i)")
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="W[i, y] - base W[i, y]")
     fig.suptitle("loss matrix handed out by the teacher (0 everywhere = the teacher's base loss)", fontsize=10)
+    return _save(fig, out)
+
+
+def plot_noisy_teacher(baseline: str | Path, taught: str | Path, out: str | Path,
+                       pairs: tuple[tuple[int, int], ...] = ((0, 6), (2, 4)), baseline_label: str = "ce") -> Path:
+    """What a corrected-family teacher handed out over a student's training, beside the error curves.
+
+    Left: selection-half dev error and (if logged, --test-curve) test error of the `baseline` run and the taught
+    run.  Middle: the teacher's robustness q, smoothing mass eps and mean corrected mass (1 - mean diagonal of T,
+    the share of a true class's probability that the loss credits to other noisy labels).  Right: the
+    correction's entries T[i, j] for the confusable `pairs` (i -> j and j -> i): the share of the student's
+    probability of true class i that the loss credits to a noisy label j.
+    """
+    from fairseq_l2t.teacher import Teacher  # the core's teacher rebuilds the structure of the run's checkpoint
+
+    taught = Path(taught)
+    teacher = Teacher.from_config(torch.load(taught / "checkpoint.pt", map_location="cpu",
+                                             weights_only=True)["teacher"]["config"])
+    structure = teacher.structure
+    if structure.kind != "corrected":
+        raise ValueError(f"{taught} was taught by the {structure.kind} family; this plot reads the corrected one")
+    trace = torch.load(taught / "loss_trace.pt", map_location="cpu", weights_only=True)["snapshots"]
+    steps = [s["step"] for s in trace]
+    phis = [{k: v.double() for k, v in s["phi"].items()} for s in trace]
+    fig, (errors, strengths, entries) = plt.subplots(1, 3, figsize=(15, 3.8))
+    for label, folder in ((baseline_label, Path(baseline)), ("l2t_dlf", taught)):
+        log = read_log(folder / "log.csv")
+        line = errors.plot(log["step"], [100 * e for e in log["selection_dev_error"]], label=f"{label}: dev "
+                           f"(selection half)")[0]
+        if "test_accuracy" in log:
+            errors.plot(log["step"], [100 * (1 - a) for a in log["test_accuracy"]], color=line.get_color(),
+                        linestyle="--", label=f"{label}: test")
+    errors.set(title="error %", xlabel="student step")
+    errors.legend(fontsize=8)
+    matrices = [structure.transition_matrix(phi) for phi in phis]
+    for name, values in (("robustness q", [float(structure.robustness_of(phi)) for phi in phis]),
+                         ("smoothing eps", [float(phi["eps"].clamp(0, 1)) for phi in phis]),
+                         ("corrected mass", [float(1 - m.diagonal().mean()) for m in matrices])):
+        strengths.plot(steps, values, label=name)
+    strengths.set(title="the loss the teacher hands out", xlabel="student step", ylim=(-0.02, 1.02))
+    strengths.legend(fontsize=8)
+    for i, j in pairs:
+        for a, b in ((i, j), (j, i)):
+            entries.plot(steps, [float(m[a, b]) for m in matrices], label=f"T[{a}, {b}]")
+    entries.set(title="correction between confusable classes", xlabel="student step")
+    entries.legend(fontsize=8)
+    fig.tight_layout()
     return _save(fig, out)
 
 

@@ -1,0 +1,98 @@
+"""The noisy-label results table behind scripts/noisy_table.py: every (noise, model) cell of the comparison of
+image_cls/experiments/noisy_comparison.py for several seeds, then PREFIX.md (the tables and the settings),
+PREFIX.json (`settings`, every run's `rows`, the per-cell `summary`, the `paired` differences, guarded and
+unguarded), PREFIX_ce_curves.png (cross-entropy's dev and test error over training: the memorisation) and
+PREFIX_teacher.png (what the teacher handed out, beside the error curves).  With --reuse, finished runs under
+--runs are read, not redone, so the table can be completed over several sittings and by several processes
+(give each its own --noises or --models, then run once more with all of them to write the outputs).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ..run_files.plots import plot_learning_curves, plot_noisy_teacher
+from .noisy_comparison import (GCE_GRID, LS_GRID, NoisyConfig, format_table, paired_differences,
+                               run_noisy_comparison, summarise)
+from .noisy_variants import NOISY_VARIANTS
+from .results_table import per_model
+
+NOISES = ("symmetric:0.4", "asymmetric:0.4", "none")
+
+
+def main(argv: list[str] | None = None, description: str = __doc__) -> None:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["mlp", "lenet"])
+    parser.add_argument("--noises", nargs="+", default=list(NOISES), metavar="NOISE",
+                        help="label-noise models, as --label-noise takes them (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default: %(default)s)")
+    parser.add_argument("--steps", nargs="+", default=["mlp=20000", "lenet=10000"], metavar="MODEL=N",
+                        help="student SGD steps per model, the same for every method (default: %(default)s)")
+    parser.add_argument("--lr", nargs="+", default=["mlp=0.01", "lenet=0.01"], metavar="MODEL=LR",
+                        help="student SGD learning rate per model (default: %(default)s)")
+    parser.add_argument("--teacher-variant", default="", choices=list(NOISY_VARIANTS), metavar="NAME",
+                        help="a teacher protocol of image_cls/experiments/noisy_variants.py (choices: "
+                             f"{', '.join(name for name in NOISY_VARIANTS if name)}; default: the default one)")
+    parser.add_argument("--runs", default="runs/noisy_table", help="every run's folder (default: %(default)s)")
+    parser.add_argument("--out", default="results/noisy_fashion", help="prefix of the outputs (default: %(default)s)")
+    parser.add_argument("--reuse", action="store_true", help="read runs that already finished under --runs")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    lrs, steps = (per_model(parser, items, kind, args.models) for items, kind in ((args.lr, float), (args.steps, int)))
+    what, variant = NOISY_VARIANTS[args.teacher_variant]
+    rows, configs = [], []
+    for noise in args.noises:
+        for model in args.models:
+            try:
+                config = NoisyConfig(**{"model": model, "noise": noise, "seeds": tuple(range(args.seeds)),
+                                        "steps": steps[model], "lr": lrs[model], "device": args.device,
+                                        "reuse": args.reuse, "variant": args.teacher_variant, **variant})
+            except ValueError as err:
+                parser.error(str(err))
+            configs.append(config)
+            rows += run_noisy_comparison(config, args.runs)
+    summary, paired = summarise(rows), paired_differences(rows)
+    unguarded = paired_differences(rows, key="taught_test_error")
+    table = format_table(summary, paired, unguarded)
+    first = configs[0]
+    settings = (f"Fashion-MNIST: 50k training images with the noisy labels of each row (seeded by the seed), a "
+                f"trusted dev set of {first.dev_per_class} images per class (its reward half: what methods learn "
+                f"from; its selection half: every run's checkpoint, every tuned value and the L2T-DLF guard), the "
+                f"official clean 10k test set (scored at the end only). Students: SGD of 64, momentum 0.9, weight "
+                f"decay 5e-4, steps {steps}, lr {lrs}, dev evaluated every {first.eval_every} steps. Label "
+                f"smoothing tuned over {LS_GRID}, the generalised cross-entropy over q in {GCE_GRID}; "
+                f"forward_glc estimates the noise from the seed's ce student; l2rw looks ahead on reward-half "
+                f"batches of 64. L2T-DLF: teacher protocol {args.teacher_variant or 'default'} ({what}); the guard "
+                f"keeps the base loss unless a one-sided exact McNemar test on the selection half gives p < "
+                f"{first.guard_alpha}. Seeds 0..{args.seeds - 1}; {time.perf_counter() - started:.0f} s for this "
+                f"invocation{' (finished runs reused)' if args.reuse else ''}.")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pictures = _pictures(configs, Path(args.runs), out)
+    out.with_suffix(".md").write_text(table + "\n\n" + settings + "\n\n" + "\n".join(f"![{name}]({path.name})"
+                                                                                      for name, path in pictures)
+                                      + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"settings": settings, "rows": rows, "summary": summary,
+                                                    "paired": paired, "paired_unguarded": unguarded}, indent=1))
+    print(table)
+    print()
+    print(settings)
+
+
+def _pictures(configs: list[NoisyConfig], runs: Path, out: Path) -> list[tuple[str, Path]]:
+    """The memorisation curves of cross-entropy and the teacher's picture, from seed 0 of the first model."""
+    model = configs[0].model
+    cells = {c.noise_name: runs / c.noise_name.replace(":", "_") / model / "seed0" for c in configs if c.model == model}
+    curves = plot_learning_curves({f"ce, {noise}": folder / "ce" for noise, folder in cells.items()},
+                                  out.parent / f"{out.name}_ce_curves.png")
+    pictures = [("cross-entropy's dev and test error over training", curves)]
+    suffix = f"-{configs[0].variant}" if configs[0].variant else ""
+    for noise, folder in cells.items():
+        if noise.startswith("asymmetric") and (folder / f"l2t_dlf{suffix}" / "loss_trace.pt").is_file():
+            picture = plot_noisy_teacher(folder / "ce", folder / f"l2t_dlf{suffix}",
+                                         out.parent / f"{out.name}_teacher.png")
+            pictures.append((f"what the teacher handed out ({noise}, {model}, seed 0)", picture))
+    return pictures
