@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None, description: str = __doc__) -> None:
     parser.add_argument("--noises", nargs="+", default=list(NOISES), metavar="NOISE",
                         help="label-noise models, as --label-noise takes them (default: %(default)s)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default: %(default)s)")
-    parser.add_argument("--steps", nargs="+", default=["mlp=20000", "lenet=10000"], metavar="MODEL=N",
+    parser.add_argument("--steps", nargs="+", default=["mlp=20000", "lenet=8000"], metavar="MODEL=N",
                         help="student SGD steps per model, the same for every method (default: %(default)s)")
     parser.add_argument("--lr", nargs="+", default=["mlp=0.01", "lenet=0.01"], metavar="MODEL=LR",
                         help="student SGD learning rate per model (default: %(default)s)")
