@@ -1,17 +1,19 @@
 """The teacher protocols of the noisy-label ablation, by name, judged on dev only.
 
 Each changes some choices of the noisy comparison's default teacher
-(image_cls/experiments/noisy_comparison.py: the corrected family from
-forward_glc's estimate, gate form, dev cross-entropy reward on the reward half,
-500-step episodes along one fresh student, Adam 1e-2); its teacher and
-taught-student runs live in folders named after it (teacher-NAME,
+(image_cls/experiments/noisy_comparison.py: the corrected family started at
+forward_glc's loss, gate form, the calibrated dev cross-entropy reward on the
+reward half, 500-step episodes along one fresh student, Adam 1e-2); its
+teacher and taught-student runs live in folders named after it (teacher-NAME,
 l2t_dlf-NAME) beside the baselines'.
 """
 from __future__ import annotations
 
 NOISY_VARIANTS: dict[str, tuple[str, dict]] = {  # name: (what changes, NoisyConfig overrides)
-    "": ("default: corrected family started at forward_glc's loss, 500-step episodes, 1 round, dev cross-entropy "
-         "reward, teacher Adam 1e-2", {}),
+    "": ("default: corrected family started at forward_glc's loss, 500-step episodes, 1 round, calibrated dev "
+         "cross-entropy reward, teacher Adam 1e-2", {}),
+    "ce-reward": ("rewarded with the plain dev cross-entropy (it also pays for confidence, so it pushes the "
+                  "robustness q and the smoothing towards 0)", {"dev_objective": "cross_entropy"}),
     "from-ce": ("starts at cross-entropy (T = I, q = 0): the teacher finds the correction itself; Adam 3e-2",
                 {"teacher_base": "ce", "teacher_lr": 3e-2}),
 }
