@@ -1,5 +1,7 @@
 """The noisy-label comparison end to end on MNIST-5k (tiny budget): every method's run, tuned grids chosen on the
 selection half, the guard's paired decision, and the table's paired differences."""
+import json
+
 import pytest
 
 from image_cls.experiments import noisy_comparison
@@ -53,3 +55,17 @@ def test_the_table_pairs_l2t_dlf_with_every_baseline(rows):
     assert all(p["seeds"] == 2 and p["ci95"] is not None for p in paired)
     table = format_table(summarise(rows), paired, paired_differences(rows, key="taught_test_error"))
     assert "l2t_dlf's taught students (no guard)" in table and "| forward_glc |" in table
+
+
+def test_the_main_job_prints_the_noisy_comparison_and_draws_its_plots(tmp_path, capsys):
+    from image_cls.experiments import demo
+
+    demo.main(["--dataset", "mnist5k", "--steps", "40", "--episode-steps", "20", "--eval-every", "10",
+               "--out", str(tmp_path), "--no-progress"])
+    out = capsys.readouterr().out
+    assert "| asymmetric:0.4 | mlp | l2t_dlf" in out and "L2T-DLF minus" in out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert {s["method"] for s in results["summary"]} == set(noisy_comparison.METHODS)
+    assert {r["seed"] for r in results["rows"]} == {0}
+    for png in ("results_ce_curves.png", "results_teacher.png"):
+        assert (tmp_path / png).stat().st_size > 10_000

@@ -191,18 +191,6 @@ def test_paired_differences_interval_and_wins():
     assert paired["ci95"] == pytest.approx([mean - 4.303 * sd / math.sqrt(3), mean + 4.303 * sd / math.sqrt(3)])
 
 
-def test_the_main_job_prints_the_comparison_and_draws_its_plots(tmp_path, capsys):
-    from image_cls.experiments import demo
-
-    demo.main(["--dataset", "mnist5k", "--steps", "50", "--out", str(tmp_path), "--no-progress"])
-    out = capsys.readouterr().out
-    assert "label smoothing epsilon chosen on dev" in out and "| mlp | l2t_dlf" in out and "L2T-DLF minus" in out
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert [s["method"] for s in results["summary"]] == list(comparison.METHODS)
-    for png in ("learning_curves.png", "teacher_loss_matrices.png"):
-        assert (tmp_path / png).stat().st_size > 10_000
-
-
 def test_teacher_updates_average_the_hypergradients_of_several_students():
     """students=2: the logged hypergradient is the mean of the two students' own (first episode, same teacher)."""
     from fairseq_l2t.dev_objectives import get_dev_objective

@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None, description: str = __doc__) -> None:
                         help="student SGD steps per model, the same for every method (default: %(default)s)")
     parser.add_argument("--lr", nargs="+", default=["mlp=0.01", "lenet=0.01"], metavar="MODEL=LR",
                         help="student SGD learning rate per model (default: %(default)s)")
+    parser.add_argument("--eval-every", type=positive_int, default=100,
+                        help="dev evaluation (checkpoint selection) every N student steps (default: %(default)s)")
+    parser.add_argument("--episode-steps", type=positive_int, default=500,
+                        help="the teacher's episode length in student steps; divides --steps (default: %(default)s)")
     parser.add_argument("--dev-per-class", type=positive_int, default=100,
                         help="trusted dev images per class (default: %(default)s)")
     parser.add_argument("--ls-grid", nargs="+", type=float, default=list(LS_GRID), metavar="EPS",
@@ -62,6 +66,7 @@ def main(argv: list[str] | None = None, description: str = __doc__) -> None:
                 config = NoisyConfig(**{"model": model, "noise": noise, "seeds": tuple(range(args.seeds)),
                                         "steps": steps[model], "lr": lrs[model], "device": args.device,
                                         "dataset": args.dataset, "dev_per_class": args.dev_per_class,
+                                        "eval_every": args.eval_every, "episode_steps": args.episode_steps,
                                         "ls_grid": tuple(args.ls_grid), "gce_grid": tuple(args.gce_grid),
                                         "progress": not args.no_progress, "reuse": args.reuse,
                                         "variant": args.teacher_variant, **variant})
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None, description: str = __doc__) -> None:
                 f"invocation{' (finished runs reused)' if args.reuse else ''}.")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    pictures = write_pictures(configs, Path(args.runs), out)
+    pictures = _pictures(configs, Path(args.runs), out)
     out.with_suffix(".md").write_text(table + "\n\n" + settings + "\n\n" + "\n".join(f"![{name}]({path.name})"
                                                                                       for name, path in pictures)
                                       + "\n")
@@ -97,7 +102,7 @@ def main(argv: list[str] | None = None, description: str = __doc__) -> None:
     print(settings)
 
 
-def write_pictures(configs: list[NoisyConfig], runs: Path, out: Path) -> list[tuple[str, Path]]:
+def _pictures(configs: list[NoisyConfig], runs: Path, out: Path) -> list[tuple[str, Path]]:
     """The memorisation curves of cross-entropy and the teacher's picture, from seed 0 of the first model."""
     model = configs[0].model
     cells = {c.noise_name: runs / c.noise_name.replace(":", "_") / model / "seed0" for c in configs if c.model == model}
