@@ -11,10 +11,12 @@ PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11), "fairseq-l2t needs Python 3.11, found " + sys.version.split()[0]'
 
-# Debian data the offline main job and the tests read: the full Fashion-MNIST (MIT) and the Bible
+# Debian data the offline main job, the README and the tests read: the full Fashion-MNIST (MIT), the Ding
+# de-en dictionary of the NMT recipe (GPL-2+) and the Bible
 # modules of the es-en extraction test (public domain).  Needs root; elsewhere the image CLIs fall back
 # to torchvision's download and the Bible test names the package it skips for.
 debian_data=(dataset-fashion-mnist:/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
+             trans-de-en:/usr/share/trans/de-en
              sword-text-kjv:/usr/share/sword/modules/texts/ztext/engKJV2006eb
              sword-text-sparv:/usr/share/sword/modules/texts/ztext/spaRV1909eb)
 missing=()

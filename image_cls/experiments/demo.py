@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=positive_int, default=1, help="seeds 0..N-1 (default: %(default)s)")
     parser.add_argument("--steps", type=positive_int, default=3000,
                         help="student SGD steps, a multiple of --episode-steps (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=0.05, help="student SGD learning rate (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=0.01, help="student SGD learning rate (default: %(default)s)")
     parser.add_argument("--episode-steps", type=positive_int, default=500,
                         help="the teacher's episode length in student steps (default: %(default)s)")
     parser.add_argument("--eval-every", type=positive_int, default=100,
