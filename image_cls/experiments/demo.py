@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="l2t-image-demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/demo", help="output folder (default: %(default)s)")
-    parser.add_argument("--dataset", choices=["fashion_mnist", "mnist5k"], default=None,
+    parser.add_argument("--dataset", choices=list(noisy_table.DATASET_NAMES), default=None,
                         help="default: fashion_mnist if installed, else mnist5k")
     parser.add_argument("--noise", default="asymmetric:0.4",
                         help="label noise, as --label-noise takes it (default: %(default)s)")

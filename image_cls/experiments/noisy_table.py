@@ -21,13 +21,13 @@ from .noisy_variants import NOISY_VARIANTS
 from .results_table import per_model
 
 NOISES = ("symmetric:0.4", "asymmetric:0.4", "none")
-_DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST: 50k training images",
-                  "mnist5k": "MNIST-5k: 3,000 training digits"}
+DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST: 50k training images",
+                  "mnist5k": "MNIST-5k: 3,000 training digits"}  # the built-in datasets the table runs on
 
 
 def main(argv: list[str] | None = None, description: str = __doc__) -> None:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=["fashion_mnist", "mnist5k"], default="fashion_mnist",
+    parser.add_argument("--dataset", choices=list(DATASET_NAMES), default="fashion_mnist",
                         help="built-in dataset with a documented asymmetric mapping (default: %(default)s)")
     parser.add_argument("--models", nargs="+", default=["mlp", "lenet"])
     parser.add_argument("--noises", nargs="+", default=list(NOISES), metavar="NOISE",
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None, description: str = __doc__) -> None:
     unguarded = paired_differences(rows, key="taught_test_error")
     table = format_table(summary, paired, unguarded)
     first = configs[0]
-    settings = (f"{_DATASET_NAMES[args.dataset]} with the noisy labels of each row (seeded by the seed), a "
+    settings = (f"{DATASET_NAMES[args.dataset]} with the noisy labels of each row (seeded by the seed), a "
                 f"trusted dev set of {first.dev_per_class} images per class (its reward half: what methods learn "
                 f"from; its selection half: every run's checkpoint, every tuned value and the L2T-DLF guard), the "
                 f"official clean 10k test set (scored at the end only). Students: SGD of 64, momentum 0.9, weight "
