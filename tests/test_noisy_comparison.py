@@ -3,6 +3,7 @@ selection half, the guard's paired decision, and the table's paired differences.
 import json
 
 import pytest
+import torch
 
 from image_cls.experiments import noisy_comparison
 from image_cls.experiments.noisy_comparison import (NoisyConfig, format_table, paired_differences,
@@ -46,6 +47,28 @@ def test_the_guard_follows_the_paired_test_on_the_selection_half(rows):
         else:
             assert r["test_error"] == r["taught_test_error"]
     assert sum("McNemar" in line for line in lines) == 2
+
+
+def test_a_teacher_from_best_starts_at_and_is_guarded_by_the_seeds_selection_best_member(rows):
+    rows, _, out = rows
+    config = NoisyConfig(dataset="mnist5k", noise="asymmetric:0.4", seeds=(0, 1), steps=40, episode_steps=20,
+                         eval_every=10, dev_per_class=20, ls_grid=(0.1, 0.3), gce_grid=(0.5, 0.7), lr=0.05,
+                         teacher_base="best", variant="from-best", methods=("l2t_dlf",), reuse=True)
+    taught = run_noisy_comparison(config, out, report=lambda line: None)  # the baselines are read back
+    assert [r["method"] for r in taught] == ["l2t_dlf", "l2t_dlf"]
+    starts = {"ce": (0.0, 0.0), "forward_glc": (0.0, 0.0)}
+    for r in taught:
+        members = {b["method"]: b for b in rows if b["seed"] == r["seed"] and b["method"] in
+                   noisy_comparison.MEMBER_BASELINES}
+        best = min(noisy_comparison.MEMBER_BASELINES, key=lambda m: members[m]["selection_dev_error"])
+        assert r["base"] == best
+        assert r["test_error"] == (members[best] if r["kept_base"] else r)[
+            "test_error" if r["kept_base"] else "taught_test_error"]
+        args = torch.load(out / "asymmetric_0.4" / "mlp" / f"seed{r['seed']}" / "teacher-from-best" / "teacher.pt",
+                          weights_only=False)["args"]
+        smoothing, robustness = starts.get(best, (members[best].get("epsilon", 0.0), members[best].get("q", 0.0)))
+        assert (args["teacher_smoothing"] or 0.0, args["teacher_robustness"] or 0.0) == (smoothing, robustness)
+        assert (args["teacher_transition"] is not None) == (best == "forward_glc")
 
 
 def test_the_table_pairs_l2t_dlf_with_every_baseline(rows):

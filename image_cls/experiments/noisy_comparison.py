@@ -15,7 +15,9 @@ final one.  A method learns from the trusted set only through its reward half:
   student (its selected checkpoint) on the reward half, then forward correction;
 - l2rw (Ren et al. 2018): example weights from a lookahead on reward-half batches;
 - l2t_dlf: a teacher of the `corrected` family that starts exactly at
-  forward_glc's loss (or at CE, `teacher_base`), trained along its own fresh
+  forward_glc's loss (or at CE, or, `teacher_base` "best", at whichever of the
+  family's member baselines ce, label_smoothing_tuned, gce_tuned and forward_glc
+  has this seed's lowest selection-half error), trained along its own fresh
   students of this seed's noisy labels (never the evaluated one), rewarded on
   the reward half, then frozen to teach a fresh student.  The guard keeps the
   base loss unless the taught student is more accurate on the selection half
@@ -47,7 +49,8 @@ METHODS = ("ce", "label_smoothing_tuned", "online_label_smoothing", "gce_tuned",
 BASELINES = METHODS[:-1]
 LS_GRID = (0.1, 0.3, 0.5)
 GCE_GRID = (0.3, 0.5, 0.7)
-TEACHER_BASES = ("glc", "ce")
+TEACHER_BASES = ("glc", "ce", "best")
+MEMBER_BASELINES = ("ce", "label_smoothing_tuned", "gce_tuned", "forward_glc")  # exact members of the family
 
 
 @dataclass
@@ -99,10 +102,12 @@ def run_noisy_comparison(config: NoisyConfig, out: str | Path, report: Callable[
     """One row per (seed, method): the selected and final checkpoints' errors, and what the method chose."""
     runs = _Runs(config, Path(out))
     wanted = set(config.methods)
+    best_base = "l2t_dlf" in wanted and config.teacher_base == "best"
     rows: list[dict] = []
+    tuned: dict[str, dict[int, tuple[dict, str, list[str]]]] = {}  # method: seed: (summary, folder, teacher start)
     for method, grid, flag, key in (("label_smoothing_tuned", config.ls_grid, "--label-smoothing", "epsilon"),
                                     ("gce_tuned", config.gce_grid, "--gce-q", "q")):
-        if method not in wanted:
+        if method not in wanted and not best_base:
             continue
         loss = "label_smoothing" if key == "epsilon" else "gce"
         results = {value: [runs.student(seed, f"{loss}_{value:g}", ["--loss", loss, flag, str(value)])
@@ -111,7 +116,10 @@ def run_noisy_comparison(config: NoisyConfig, out: str | Path, report: Callable[
         report(f"{config.noise_name} {config.model}: {loss} {key} chosen on the selection half: {best:g} ("
                + ", ".join(f"{v:g}: {100 * statistics.mean(r['selected']['selection_dev_error'] for r in results[v]):.2f}"
                            " %" for v in grid) + ")")
-        rows += [_row(config, method, r, **{key: best}) for r in results[best]]
+        start = "--teacher-smoothing" if key == "epsilon" else "--teacher-robustness"
+        tuned[method] = {r["seed"]: (r, f"{loss}_{best:g}", [start, str(best)]) for r in results[best]}
+        if method in wanted:
+            rows += [_row(config, method, r, **{key: best}) for r in results[best]]
     for seed in config.seeds:
         ce = runs.student(seed, "ce", ["--loss", "ce"], curve=True)
         if "ce" in wanted:
@@ -128,17 +136,23 @@ def run_noisy_comparison(config: NoisyConfig, out: str | Path, report: Callable[
         if "l2rw" in wanted:
             rows.append(_row(config, "l2rw", runs.student(seed, "l2rw", ["--loss", "l2rw"])))
         if "l2t_dlf" in wanted and (config.teacher_seeds is None or seed in config.teacher_seeds):
-            rows.append(_taught_row(config, runs, seed, glc if config.teacher_base == "glc" else ce, report))
+            transition = ["--teacher-transition", str(runs.folder(seed, "forward_glc") / "transition.json")]
+            members = {"ce": (ce, "ce", []), **{m: tuned[m][seed] for m in tuned},
+                       "forward_glc": (glc, "forward_glc", transition)}
+            base_name = {"glc": "forward_glc", "ce": "ce"}.get(config.teacher_base) or min(
+                MEMBER_BASELINES, key=lambda m: members[m][0]["selected"]["selection_dev_error"])
+            rows.append(_taught_row(config, runs, seed, base_name, *members[base_name], report))
     return rows
 
 
-def _taught_row(config: NoisyConfig, runs: "_Runs", seed: int, base: dict, report: Callable[[str], None]) -> dict:
-    """The l2t_dlf row of one seed: the taught student, or its base loss's where the guard keeps the base."""
+def _taught_row(config: NoisyConfig, runs: "_Runs", seed: int, base_name: str, base: dict, base_folder: str,
+                base_args: list[str], report: Callable[[str], None]) -> dict:
+    """The l2t_dlf row of one seed: the taught student, or its base loss's where the guard keeps the base (the
+    baseline `base_name`, run in `base_folder`, where the teacher starts with `base_args`)."""
     suffix = f"-{config.variant}" if config.variant else ""
-    base_name = "forward_glc" if config.teacher_base == "glc" else "ce"
-    teacher = runs.teacher(seed, "teacher" + suffix, base_name)
+    teacher = runs.teacher(seed, "teacher" + suffix, base_args)
     taught = runs.student(seed, "l2t_dlf" + suffix, ["--loss", "teacher", "--teacher", str(teacher)], curve=True)
-    ours, theirs = (selection_correct(runs.folder(seed, name)) for name in ("l2t_dlf" + suffix, base_name))
+    ours, theirs = (selection_correct(runs.folder(seed, name)) for name in ("l2t_dlf" + suffix, base_folder))
     ours_only, theirs_only = int((ours & ~theirs).sum()), int((theirs & ~ours).sum())
     p_value = mcnemar_one_sided(ours_only, theirs_only)
     kept_base = not p_value < config.guard_alpha
@@ -173,15 +187,13 @@ class _Runs:
             argv.append("--test-curve")
         return run_cli(train_student.main, argv, self.folder(seed, name), self.config.reuse)
 
-    def teacher(self, seed: int, name: str, base_name: str) -> Path:
+    def teacher(self, seed: int, name: str, base_args: list[str]) -> Path:
         config = self.config
         argv = self.common + ["--seed", str(seed), "--rounds", str(config.teacher_rounds), "--steps-per-round",
                               str(config.steps), "--episode-steps", str(config.episode_steps), "--engine",
                               "checkpointed", "--snapshots", str(config.snapshots), "--teacher-lr", str(config.teacher_lr), "--dev-objective",
                               config.dev_objective, "--teacher-structure", "corrected", "--reward-dev", "half",
-                              *config.teacher_args]
-        if base_name == "forward_glc":
-            argv += ["--teacher-transition", str(self.folder(seed, base_name) / "transition.json")]
+                              *config.teacher_args, *base_args]
         folder = self.folder(seed, name)
         run_cli(train_teacher.main, argv, folder, config.reuse)
         return folder / "teacher.pt"

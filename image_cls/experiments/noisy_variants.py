@@ -16,4 +16,7 @@ NOISY_VARIANTS: dict[str, tuple[str, dict]] = {  # name: (what changes, NoisyCon
                   "robustness q and the smoothing towards 0)", {"dev_objective": "cross_entropy"}),
     "from-ce": ("starts at cross-entropy (T = I, q = 0): the teacher finds the correction itself; Adam 3e-2",
                 {"teacher_base": "ce", "teacher_lr": 3e-2}),
+    "from-best": ("starts at the family's member baseline (ce, tuned label smoothing, tuned GCE or GLC) with the "
+                  "seed's lowest selection-half error, and the guard keeps that one unless the taught student beats "
+                  "it", {"teacher_base": "best"}),
 }
