@@ -73,8 +73,9 @@ def plot_noisy_teacher(baseline: str | Path, taught: str | Path, out: str | Path
     """What a corrected-family teacher handed out over a student's training, beside the error curves.
 
     Left: selection-half dev error and (if logged, --test-curve) test error of the `baseline` run and the taught
-    run.  Middle: the teacher's robustness q, smoothing mass eps and mean corrected mass (1 - mean diagonal of T,
-    the share of a true class's probability that the loss credits to other noisy labels).  Right: the
+    run.  Middle: the teacher's robustness q, smoothing mass eps, mean corrected mass (1 - mean diagonal of T,
+    the share of a true class's probability that the loss credits to other noisy labels) and loss scale a (an
+    effective learning-rate factor, which short episodes learn to turn down).  Right: the
     correction's entries T[i, j] for the confusable `pairs` (i -> j and j -> i): the share of the student's
     probability of true class i that the loss credits to a noisy label j.
     """
@@ -102,9 +103,11 @@ def plot_noisy_teacher(baseline: str | Path, taught: str | Path, out: str | Path
     matrices = [structure.transition_matrix(phi) for phi in phis]
     for name, values in (("robustness q", [float(structure.robustness_of(phi)) for phi in phis]),
                          ("smoothing eps", [float(phi["eps"].clamp(0, 1)) for phi in phis]),
-                         ("corrected mass", [float(1 - m.diagonal().mean()) for m in matrices])):
+                         ("corrected mass", [float(1 - m.diagonal().mean()) for m in matrices]),
+                         ("loss scale a", [float(structure.mass_and_scale(phi)[1]) for phi in phis])):
         strengths.plot(steps, values, label=name)
-    strengths.set(title="the loss the teacher hands out", xlabel="student step", ylim=(-0.02, 1.02))
+    strengths.set(title="the loss the teacher hands out", xlabel="student step")
+    strengths.set_ylim(bottom=-0.02)
     strengths.legend(fontsize=8)
     for i, j in pairs:
         for a, b in ((i, j), (j, i)):
