@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from image_cls.experiments import noisy_comparison
-from image_cls.experiments.noisy_comparison import (NoisyConfig, format_table, paired_differences,
-                                                    run_noisy_comparison, summarise)
+from image_cls.experiments.noisy_comparison import (NoisyConfig, format_table, format_teacher_rows,
+                                                    paired_differences, run_noisy_comparison, summarise)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,11 @@ def test_the_guard_follows_the_paired_test_on_the_selection_half(rows):
         else:
             assert r["test_error"] == r["taught_test_error"]
     assert sum("McNemar" in line for line in lines) == 2
+    for r in (r for r in rows if r["method"] == "l2t_dlf"):  # what the teacher handed out, as means over training
+        h = r["handed_out"]
+        assert 0 <= h["q"] <= 1 and 0 <= h["eps"] <= 1 and 0 <= h["corrected_mass"] < 1 and h["scale"] > 0
+        assert h["corrected_mass"] > 0  # it starts at GLC's estimate, which credits some mass to other labels
+    assert format_teacher_rows(rows).count("| asymmetric:0.4 | mlp |") == 2
 
 
 def test_a_teacher_from_best_starts_at_and_is_guarded_by_the_seeds_selection_best_member(rows):

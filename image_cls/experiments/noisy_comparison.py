@@ -22,7 +22,8 @@ final one.  A method learns from the trusted set only through its reward half:
   the reward half, then frozen to teach a fresh student.  The guard keeps the
   base loss unless the taught student is more accurate on the selection half
   by an exact one-sided paired test (McNemar on the same images) at
-  `guard_alpha`; the unguarded taught students are reported too.
+  `guard_alpha`; the unguarded taught students are reported too, and what the
+  teacher handed out (its mean q, eps, corrected mass and loss scale).
 
 Runs live in OUT/NOISE/MODEL/seedS/METHOD; `reuse` reads finished runs.
 """
@@ -41,6 +42,7 @@ from ..data.batches import eval_batches
 from ..data.label_noise import parse_label_noise
 from ..data.splits import dev_halves
 from ..run_files.checkpoints import load_checkpoint
+from ..run_files.corrected_trace import handed_out
 from ..training.models import build_model
 from .cli_runs import run_cli
 from .paired_stats import mcnemar_one_sided, paired_summary
@@ -162,7 +164,8 @@ def _taught_row(config: NoisyConfig, runs: "_Runs", seed: int, base_name: str, b
     kept = base if kept_base else taught
     return _row(config, "l2t_dlf", kept, kept_base=kept_base, base=base_name, guard_p_value=p_value,
                 taught_only_right=ours_only, base_only_right=theirs_only,
-                **{f"taught_{k}": v for k, v in _errors(taught).items()})
+                **{f"taught_{k}": v for k, v in _errors(taught).items()},
+                handed_out=handed_out(runs.folder(seed, "l2t_dlf" + suffix)))
 
 
 class _Runs:
@@ -293,6 +296,18 @@ def format_table(summary: list[dict], paired: list[dict], unguarded: list[dict])
         lines.append(f"| {p['noise']} | {p['model']} | {p['baseline']} | {p['seeds']} | {p['mean_difference']:+.2f} | "
                      f"{_interval(p)} | {p['wins']}/{p['seeds']} | {u['mean_difference']:+.2f} | {_interval(u)} | "
                      f"{u['wins']}/{u['seeds']} |")
+    return "\n".join(lines)
+
+
+def format_teacher_rows(rows: list[dict]) -> str:
+    """Markdown: per seed, the guard's decision and what the teacher handed out (its means over training)."""
+    lines = ["| noise | student | seed | base | guard p | kept | taught test error % | q | eps | corrected mass | "
+             "loss scale |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in (r for r in rows if r["method"] == "l2t_dlf"):
+        h = r["handed_out"]
+        lines.append(f"| {r['noise']} | {r['model']} | {r['seed']} | {r['base']} | {r['guard_p_value']:.3f} | "
+                     f"{'base' if r['kept_base'] else 'teacher'} | {100 * r['taught_test_error']:.2f} | {h['q']:.3f} | "
+                     f"{h['eps']:.3f} | {h['corrected_mass']:.3f} | {h['scale']:.3f} |")
     return "\n".join(lines)
 
 

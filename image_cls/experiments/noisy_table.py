@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ..cli.common import positive_int
 from ..run_files.plots import plot_learning_curves, plot_noisy_teacher
-from .noisy_comparison import (GCE_GRID, LS_GRID, NoisyConfig, format_table, paired_differences,
-                               run_noisy_comparison, summarise)
+from .noisy_comparison import (GCE_GRID, LS_GRID, NoisyConfig, format_table, format_teacher_rows,
+                               paired_differences, run_noisy_comparison, summarise)
 from .noisy_variants import NOISY_VARIANTS
 from .results_table import per_model
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None, description: str = __doc__) -> None:
             rows += run_noisy_comparison(config, args.runs)
     summary, paired = summarise(rows), paired_differences(rows)
     unguarded = paired_differences(rows, key="taught_test_error")
-    table = format_table(summary, paired, unguarded)
+    table = format_table(summary, paired, unguarded) + "\n\n" + format_teacher_rows(rows)
     first = configs[0]
     settings = (f"{DATASET_NAMES[args.dataset]} with the noisy labels of each row (seeded by the seed), a "
                 f"trusted dev set of {first.dev_per_class} images per class (its reward half: what methods learn "

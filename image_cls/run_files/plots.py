@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from .corrected_trace import read_corrected_trace  # noqa: E402
+
 
 def read_log(path: str | Path) -> dict[str, list[float]]:
     with Path(path).open() as handle:
@@ -79,19 +81,9 @@ def plot_noisy_teacher(baseline: str | Path, taught: str | Path, out: str | Path
     correction's entries T[i, j] for the confusable `pairs` (i -> j and j -> i): the share of the student's
     probability of true class i that the loss credits to a noisy label j.
     """
-    from fairseq_l2t.teacher import Teacher  # the core's teacher rebuilds the structure of the run's checkpoint
-
-    taught = Path(taught)
-    teacher = Teacher.from_config(torch.load(taught / "checkpoint.pt", map_location="cpu",
-                                             weights_only=True)["teacher"]["config"])
-    structure = teacher.structure
-    if structure.kind != "corrected":
-        raise ValueError(f"{taught} was taught by the {structure.kind} family; this plot reads the corrected one")
-    trace = torch.load(taught / "loss_trace.pt", map_location="cpu", weights_only=True)["snapshots"]
-    steps = [s["step"] for s in trace]
-    phis = [{k: v.double() for k, v in s["phi"].items()} for s in trace]
+    steps, structure, phis = read_corrected_trace(taught)
     fig, (errors, strengths, entries) = plt.subplots(1, 3, figsize=(15, 3.8))
-    for label, folder in ((baseline_label, Path(baseline)), ("l2t_dlf", taught)):
+    for label, folder in ((baseline_label, Path(baseline)), ("l2t_dlf", Path(taught))):
         log = read_log(folder / "log.csv")
         line = errors.plot(log["step"], [100 * e for e in log["selection_dev_error"]], label=f"{label}: dev "
                            f"(selection half)")[0]
@@ -102,7 +94,7 @@ def plot_noisy_teacher(baseline: str | Path, taught: str | Path, out: str | Path
     errors.legend(fontsize=8)
     matrices = [structure.transition_matrix(phi) for phi in phis]
     for name, values in (("robustness q", [float(structure.robustness_of(phi)) for phi in phis]),
-                         ("smoothing eps", [float(phi["eps"].clamp(0, 1)) for phi in phis]),
+                         ("smoothing eps", [float(structure.mass_and_scale(phi)[0]) for phi in phis]),
                          ("corrected mass", [float(1 - m.diagonal().mean()) for m in matrices]),
                          ("loss scale a", [float(structure.mass_and_scale(phi)[1]) for phi in phis])):
         strengths.plot(steps, values, label=name)
