@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .corrected_trace import read_corrected_trace  # noqa: E402
 
@@ -36,6 +37,7 @@ def plot_learning_curves(runs: dict[str, str | Path], out: str | Path) -> Path:
             ax.plot(log["step"], values, label=label)
         ax.set_title(title)
         ax.set_xlabel("student step")
+        ax.xaxis.set_major_locator(MaxNLocator(5))  # step labels such as 17500 run together otherwise
         ax.grid(alpha=0.3)
         if key.endswith("accuracy"):
             ax.set_yscale("log")
