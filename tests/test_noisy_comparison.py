@@ -76,6 +76,20 @@ def test_a_teacher_from_best_starts_at_and_is_guarded_by_the_seeds_selection_bes
         assert (args["teacher_transition"] is not None) == (best == "forward_glc")
 
 
+def test_the_fixed_scale_protocol_trains_a_teacher_without_a_loss_scale(rows):
+    _, _, out = rows
+    from image_cls.experiments.noisy_variants import NOISY_VARIANTS
+
+    config = NoisyConfig(dataset="mnist5k", noise="asymmetric:0.4", seeds=(0,), steps=40, episode_steps=20,
+                         eval_every=10, dev_per_class=20, ls_grid=(0.1, 0.3), gce_grid=(0.5, 0.7), lr=0.05,
+                         variant="fixed-scale", methods=("l2t_dlf",), reuse=True, **NOISY_VARIANTS["fixed-scale"][1])
+    (taught,) = run_noisy_comparison(config, out, report=lambda line: None)
+    saved = torch.load(out / "asymmetric_0.4" / "mlp" / "seed0" / "teacher-fixed-scale" / "teacher.pt",
+                       weights_only=False)["teacher"]
+    assert saved["config"]["structure"]["fixed_scale"] and not any("log_scale" in k for k in saved["state"])
+    assert taught["base"] == "forward_glc" and taught["handed_out"]["scale"] == pytest.approx(1.0, abs=1e-12)
+
+
 def test_the_table_pairs_l2t_dlf_with_every_baseline(rows):
     rows, _, _ = rows
     paired = paired_differences(rows)

@@ -116,11 +116,12 @@ def test_a_teacher_at_the_cross_entropy_end_gets_gradient_in_every_strength():
         assert grads[name].sum().item() == pytest.approx(slope.item(), rel=1e-4), name
 
 
-def corrected_teacher(seed: int = 1, num_features: int = 4) -> Teacher:
-    """A corrected-family teacher inside the clamps' open intervals at every state (finite differences need that)."""
+def corrected_teacher(seed: int = 1, num_features: int = 4, fixed_scale: bool = False) -> Teacher:
+    """A corrected-family teacher inside the clamps' open intervals at every state (finite differences need that);
+    with `fixed_scale`, one without the loss scale (the noisy table's `fixed-scale` protocol)."""
     transition = torch.softmax(2 * torch.randn(NUM_CLASSES, NUM_CLASSES, generator=torch.Generator().manual_seed(9),
                                                dtype=torch.float64), 1)
-    structure = CorrectedStructure(NUM_CLASSES, 0.3, robustness=0.4, transition=transition.tolist())
+    structure = CorrectedStructure(NUM_CLASSES, 0.3, fixed_scale, robustness=0.4, transition=transition.tolist())
     teacher = Teacher(structure, num_features=num_features, num_gates=2).double()
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -130,10 +131,11 @@ def corrected_teacher(seed: int = 1, num_features: int = 4) -> Teacher:
     return teacher
 
 
-@pytest.mark.parametrize("objective", ["cross_entropy", "expected_error"])
-def test_every_engine_matches_finite_differences_and_naive_unrolling(objective):
+@pytest.mark.parametrize("objective,fixed_scale", [("cross_entropy", False), ("expected_error", False),
+                                                   ("cross_entropy", True)])
+def test_every_engine_matches_finite_differences_and_naive_unrolling(objective, fixed_scale):
     torch.manual_seed(0)
-    unroll = make_unroll(tiny_mlp(), corrected_teacher(), steps=6, objective=objective)
+    unroll = make_unroll(tiny_mlp(), corrected_teacher(fixed_scale=fixed_scale), steps=6, objective=objective)
     start = unroll.student.snapshot()
     for features in hypergradient(unroll, start, "stored").features:
         phi = unroll.teacher(features)
@@ -147,7 +149,8 @@ def test_every_engine_matches_finite_differences_and_naive_unrolling(objective):
     for engine, snapshots in ENGINE_CASES:
         assert relative_error(flat(hypergradient(unroll, start, engine, snapshots=snapshots).teacher_grads),
                               reference) < 1e-10, engine
-    one = make_unroll(tiny_mlp(), corrected_teacher(), steps=1, objective=objective)
+    assert ("log_scale" in unroll.teacher.base) != fixed_scale
+    one = make_unroll(tiny_mlp(), corrected_teacher(fixed_scale=fixed_scale), steps=1, objective=objective)
     one_start = one.student.snapshot()
     exact = flat(hypergradient(one, one_start, "unrolled").teacher_grads)
     assert relative_error(flat(hypergradient(one, one_start, "one_step").teacher_grads), exact) < 1e-10

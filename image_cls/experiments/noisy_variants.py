@@ -19,4 +19,7 @@ NOISY_VARIANTS: dict[str, tuple[str, dict]] = {  # name: (what changes, NoisyCon
     "from-best": ("starts at the family's member baseline (ce, tuned label smoothing, tuned GCE or GLC) with the "
                   "seed's lowest selection-half error, and the guard keeps that one unless the taught student beats "
                   "it", {"teacher_base": "best"}),
+    "fixed-scale": ("no loss scale (a = 1): the teacher shapes the targets, the robustness and the correction but "
+                    "cannot act as a learning-rate factor, which a 500-step lookahead rewards though it hurts later",
+                    {"teacher_args": ("--teacher-fixed-scale",)}),
 }
