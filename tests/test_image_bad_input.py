@@ -75,6 +75,8 @@ def test_bad_options_are_refused_at_parse_time(tmp_path, capsys, main, argv, exp
     (STUDENT, ["--online-every", "5"], "--online-every only makes sense with --loss teacher"),
     (TEACHER, ["--steps-per-round", "12", "--episode-steps", "5"], "must be a multiple of episode_steps"),
     (TEACHER, ["--batch-size", "5000"], "--batch-size: batch size must be between 1 and the split size 3000"),
+    (TEACHER, ["--keep-student"], "--keep-student needs --reward-dev half"),
+    (TEACHER, ["--keep-student", "--reward-dev", "half", "--students", "2"], "--keep-student needs --reward-dev half"),
 ])
 def test_inconsistent_options_are_one_line_errors(tmp_path, capsys, main, argv, expected):
     line = one_line_error(main, [*argv, "--no-progress", "--out", str(tmp_path / "run")], capsys)

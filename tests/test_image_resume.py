@@ -149,6 +149,25 @@ def test_teacher_cli_killed_mid_round_and_resumed_matches_an_uninterrupted_run(t
     assert rows == csv_rows(whole / "teacher_log.csv")
 
 
+def test_teacher_cli_keeping_its_student_resumes_that_student_exactly(tmp_path):
+    """Killed mid-round with --keep-student: the kept student's log, selection and checkpoints are the same."""
+    argv = ["--model", "mlp", "--rounds", "1", "--steps-per-round", "30", "--episode-steps", "5", "--save-every", "2",
+            "--reward-dev", "half", "--keep-student", "--label-noise", "symmetric:0.4", "--no-tensorboard"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    killed = launch("image_cls.cli.train_teacher", argv + ["--out", str(broken)])
+    kill_once(killed, lambda: lines(broken / "teacher_log.csv") >= 4)
+    assert len(load_checkpoint(broken / LAST_CHECKPOINT, "teacher")["kept_student"]["history"]) >= 2
+    resumed = launch("image_cls.cli.train_teacher", argv + ["--out", str(broken), "--resume"])
+    run_in_process(train_teacher.main, argv + ["--out", str(whole)])
+    finish(resumed)
+    for name in ("checkpoint.pt", "checkpoint_selected.pt"):
+        a, b = (torch.load(d / "student" / name, weights_only=False) for d in (whole, broken))
+        assert a["step"] == b["step"]
+        assert_same_tensors(a["model_state"], b["model_state"])
+    assert (whole / "student" / "log.csv").read_text() == (broken / "student" / "log.csv").read_text()
+    assert (whole / "student" / "summary.json").read_text() == (broken / "student" / "summary.json").read_text()
+
+
 def test_an_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
     save_atomic({"kind": "student", "step": 1, "w": torch.ones(3)}, path)

@@ -1,5 +1,6 @@
 """The pieces of the fair comparison: Fashion-MNIST from IDX files, dev halves, online label smoothing,
 the well-posed teacher through the CLIs, and the comparison with its selection and paired statistics."""
+import csv
 import gzip
 import json
 import math
@@ -15,6 +16,7 @@ from image_cls.data.builtin_datasets import read_idx
 from image_cls.data.image_sets import DatasetUnavailable, ImageSet
 from image_cls.data.splits import dev_halves, load_splits
 from image_cls.experiments import comparison, results_table
+from image_cls.experiments.noisy_comparison import selection_correct
 from image_cls.experiments.comparison import (
     ComparisonConfig,
     format_table,
@@ -102,6 +104,34 @@ def test_online_label_smoothing_uses_last_epochs_correct_predictions():
     twin = OnlineLabelSmoothing(3, 2)
     twin.load_state_dict(ols.state_dict())
     torch.testing.assert_close(twin(lprobs, target, 3), ols(lprobs, target, 3))
+
+
+@pytest.mark.equality  # keeping the student only reads it: the teacher is bit-identical on the same machine
+def test_keep_student_writes_the_teachers_own_student_as_a_run_chosen_on_the_selection_half(tmp_path):
+    common = ["--model", "mlp", "--no-progress", "--no-tensorboard", "--rounds", "2", "--steps-per-round", "20",
+              "--episode-steps", "5", "--reward-dev", "half", "--label-noise", "asymmetric:0.4"]
+    plain = train_teacher.main(common + ["--out", str(tmp_path / "plain")])
+    summary = train_teacher.main(common + ["--keep-student", "--out", str(tmp_path / "kept")])
+    a, b = (torch.load(tmp_path / d / "teacher.pt", weights_only=True)["teacher"]["state"] for d in ("plain", "kept"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert "kept_student" not in plain and summary["kept_student"]["out"] == str(tmp_path / "kept" / "student")
+    student = tmp_path / "kept" / "student"
+    with (student / "log.csv").open() as handle:  # only the last round's student, at every episode end
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    assert [r["step"] for r in rows] == [5, 10, 15, 20]
+    run = json.loads((student / "summary.json").read_text())
+    best = min(rows, key=lambda r: r["selection_dev_error"])
+    assert run["selected"]["step"] == best["step"] and run["selected"]["selection_dev_error"] == best[
+        "selection_dev_error"] and run["selection_dev_error"] == rows[-1]["selection_dev_error"]
+    assert run["label_noise"]["noise"] == "asymmetric:0.4" and run["dev_images"] == 1000
+    # the checkpoint is the one selected: it gets exactly the logged share of the selection half right
+    assert 1 - selection_correct(student).double().mean().item() == pytest.approx(best["selection_dev_error"],
+                                                                                   abs=1e-12)
+    saved = torch.load(student / "checkpoint.pt", weights_only=False)
+    assert saved["kind"] == "student" and saved["step"] == 20
+    evaluated = train_student.main(["--model", "mlp", "--no-progress", "--no-tensorboard", "--steps", "1",
+                                    "--out", str(tmp_path / "unused")])  # the kept run's summary has its keys
+    assert set(evaluated) - {"loss"} <= set(run)
 
 
 def test_well_posed_teacher_clis_and_their_bad_input(tmp_path, capsys):

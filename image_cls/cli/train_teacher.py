@@ -8,6 +8,8 @@ l2t-image-train-student --loss teacher --teacher OUT/teacher.pt) and
 OUT/teacher_log.csv (one row per episode, also as TensorBoard scalars in
 OUT/tensorboard/ unless --no-tensorboard); while it runs, OUT/checkpoint_last.pt
 (every --save-every episodes) lets --resume finish a killed run exactly.
+With --keep-student, OUT/student/ also holds the last round's student, taught
+while the teacher learned, as a student run chosen on the selection half.
 Data-parallel under torchrun (gloo): --batch-size is the global batch."""
 from __future__ import annotations
 
@@ -29,9 +31,10 @@ from ..data.image_sets import DatasetUnavailable
 from ..data.splits import dev_halves
 from ..run_files.checkpoints import CheckpointError, save_finite_on_main
 from ..run_files.csv_log import CsvLog
+from ..run_files.kept_student import KeptStudent
 from ..run_files.resume import LAST_CHECKPOINT, load_progress, unfit_message
 from ..run_files.tensorboard_log import TensorBoardLog, add_tensorboard_arg
-from ..training.distributed import init_from_env, is_main, require_divisible
+from ..training.distributed import init_from_env, is_main, require_divisible, sharded_eval_batches
 from ..training.models import build_model
 from ..training.rng_state import seed_everything
 from ..training.teacher_episodes import TeacherTrainingConfig, check_resume, train_teacher
@@ -96,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="all: reward the teacher on the whole dev split; half: on its reward half only, "
                             "keeping the selection half unseen for choosing between teacher and base loss "
                             "(default: %(default)s)")
+    group.add_argument("--keep-student", action="store_true",
+                       help="also keep the last round's student, taught while the teacher learned: its checkpoint "
+                            "with the lowest selection-half error at an episode end, written as a student run to "
+                            "OUT/student/ (needs --reward-dev half and --students 1; single-process)")
     group.add_argument("--state-features", nargs="+", choices=EXTRA_FEATURES, default=[], metavar="NAME",
                        help="optional groups added to the teacher's state: class_accuracy (per-class running "
                             "training accuracy, C features), confusion (the student's running soft confusion "
@@ -179,11 +186,14 @@ def main(argv: list[str] | None = None) -> dict:
     init_from_env()
     if world_size() > 1 and args.engine == "unrolled":  # hypergradient would raise on every rank mid-run
         fail("--engine unrolled is single-process; use stored or checkpointed")
+    if args.keep_student and (args.reward_dev != "half" or args.students != 1 or world_size() > 1):
+        fail("--keep-student needs --reward-dev half (its checkpoint is chosen on the selection half) and --students "
+             "1, in a single process")
     out = Path(args.out)
     try:
         require_divisible(args.batch_size)
         resumed = load_progress(out, "teacher", args) if args.resume else None
-        splits = load_data(args)
+        whole = splits = load_data(args)
         if args.reward_dev == "half":
             splits = dataclasses.replace(splits, dev=dev_halves(splits.dev, args.seed)[0])
     except (DatasetUnavailable, CheckpointError, ValueError) as err:
@@ -211,6 +221,13 @@ def main(argv: list[str] | None = None) -> dict:
             check_resume(teacher, splits, config, device, state_extras, resumed["progress"])
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             fail(unfit_message(out, err))
+    kept = None
+    if args.keep_student:
+        reward, selection, test = (sharded_eval_batches(data, 500, whole.mean, whole.std, device) for data in
+                                   (*dev_halves(whole.dev, args.seed), whole.test))
+        kept = KeptStudent(out / "student", args, whole, reward, selection, test, config.rounds - 1,
+                           config.pretrain_steps + config.steps_per_round,
+                           resumed.get("kept_student") if resumed is not None else None)
     log = CsvLog(out / "teacher_log.csv", rows) if is_main() else None
     board = TensorBoardLog(out, is_main() and not args.no_tensorboard, len(rows) if resumed is not None else None)
 
@@ -229,13 +246,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     def save_progress(progress: dict) -> None:
         if args.save_every and len(rows) % args.save_every == 0 and len(rows) < episodes:
-            save_finite_on_main({**checkpoint(progress["controller"]), "progress": progress, "history": rows},
+            save_finite_on_main({**checkpoint(progress["controller"]), "progress": progress, "history": rows,
+                                 "kept_student": kept.state_dict() if kept is not None else None},
                                 out / LAST_CHECKPOINT)
 
     try:
         controller = train_teacher(teacher, splits, config, device, state_extras, on_episode,
                                   progress=not args.no_progress and is_main(),
-                                  resume=resumed["progress"] if resumed else None, after_episode=save_progress)
+                                  resume=resumed["progress"] if resumed else None, after_episode=save_progress,
+                                  on_student=kept)
         save_finite_on_main(checkpoint(controller.state_dict()), out / "teacher.pt")
     except (FloatingPointError, OSError) as err:
         fail(str(err))
@@ -244,6 +263,8 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {"teacher": str(out / "teacher.pt"), "episodes": len(rows),
                "first_dev_objective": rows[0]["dev_objective"], "last_dev_objective": rows[-1]["dev_objective"],
                "skipped_non_finite": sum(r["skipped_non_finite"] for r in rows), "processes": world_size()}
+    if kept is not None:
+        summary["kept_student"] = {"out": str(out / "student"), **kept.summary["selected"]}
     if not is_main():
         return summary
     (out / "summary.json").write_text(json.dumps(summary))

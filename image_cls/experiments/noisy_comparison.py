@@ -19,7 +19,8 @@ final one.  A method learns from the trusted set only through its reward half:
   family's member baselines ce, label_smoothing_tuned, gce_tuned and forward_glc
   has this seed's lowest selection-half error), trained along its own fresh
   students of this seed's noisy labels (never the evaluated one), rewarded on
-  the reward half, then frozen to teach a fresh student.  The guard keeps the
+  the reward half, then frozen to teach a fresh student (`student` "kept": the
+  teacher run's own student, taught while the teacher learned).  The guard keeps the
   base loss unless the taught student is more accurate on the selection half
   by an exact one-sided paired test (McNemar on the same images) at
   `guard_alpha`; the unguarded taught students are reported too, and what the
@@ -29,6 +30,7 @@ Runs live in OUT/NOISE/MODEL/seedS/METHOD; `reuse` reads finished runs.
 """
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +79,9 @@ class NoisyConfig:
     teacher_args: tuple[str, ...] = ()  # further l2t-image-train-teacher options (a protocol's own)
     variant: str = ""  # names a protocol's teacher and taught-student folders (teacher-VARIANT, l2t_dlf-VARIANT)
     teacher_seeds: tuple[int, ...] | None = None  # the seeds that get a teacher (default: all)
+    # l2t_dlf's student: "fresh" (taught from scratch by the finished teacher) or "kept" (the teacher run's own,
+    # taught while the teacher learned: l2t-image-train-teacher --keep-student)
+    student: str = "fresh"
     guard_alpha: float = 0.05
     curve_seeds: tuple[int, ...] = (0,)  # seeds whose ce and taught students log a test curve (the figure)
     device: str = "cpu"
@@ -86,6 +91,8 @@ class NoisyConfig:
 
     def __post_init__(self):
         parse_label_noise(self.noise)  # ValueError for a bad noise model
+        if self.student not in ("fresh", "kept"):
+            raise ValueError(f"student must be fresh or kept, got {self.student!r}")
         if self.teacher_base not in TEACHER_BASES:
             raise ValueError(f"teacher_base must be one of {TEACHER_BASES}, got {self.teacher_base!r}")
         if self.steps % self.episode_steps:
@@ -152,19 +159,23 @@ def _taught_row(config: NoisyConfig, runs: "_Runs", seed: int, base_name: str, b
     """The l2t_dlf row of one seed: the taught student, or its base loss's where the guard keeps the base (the
     baseline `base_name`, run in `base_folder`, where the teacher starts with `base_args`)."""
     suffix = f"-{config.variant}" if config.variant else ""
-    teacher = runs.teacher(seed, "teacher" + suffix, base_args)
-    taught = runs.student(seed, "l2t_dlf" + suffix, ["--loss", "teacher", "--teacher", str(teacher)], curve=True)
-    ours, theirs = (selection_correct(runs.folder(seed, name)) for name in ("l2t_dlf" + suffix, base_folder))
+    keep = config.student == "kept"
+    teacher = runs.teacher(seed, "teacher" + suffix, base_args + ["--keep-student"] * keep)
+    fresh = runs.student(seed, "l2t_dlf" + suffix, ["--loss", "teacher", "--teacher", str(teacher)], curve=True)
+    taught_folder = teacher.parent / "student" if keep else runs.folder(seed, "l2t_dlf" + suffix)
+    taught = json.loads((taught_folder / "summary.json").read_text()) if keep else fresh
+    ours, theirs = selection_correct(taught_folder), selection_correct(runs.folder(seed, base_folder))
     ours_only, theirs_only = int((ours & ~theirs).sum()), int((theirs & ~ours).sum())
     p_value = mcnemar_one_sided(ours_only, theirs_only)
     kept_base = not p_value < config.guard_alpha
-    report(f"{config.noise_name} {config.model} seed {seed}: taught student right on {ours_only} selection-half "
-           f"images its base ({base_name}) gets wrong, wrong on {theirs_only} it gets right (one-sided McNemar p = "
-           f"{p_value:.3f}): {'keeps the base loss' if kept_base else 'keeps the teacher'}")
+    report(f"{config.noise_name} {config.model} seed {seed}: {config.student} taught student right on {ours_only} "
+           f"selection-half images its base ({base_name}) gets wrong, wrong on {theirs_only} it gets right "
+           f"(one-sided McNemar p = {p_value:.3f}): {'keeps the base loss' if kept_base else 'keeps the teacher'}")
     kept = base if kept_base else taught
     return _row(config, "l2t_dlf", kept, kept_base=kept_base, base=base_name, guard_p_value=p_value,
                 taught_only_right=ours_only, base_only_right=theirs_only,
-                **{f"taught_{k}": v for k, v in _errors(taught).items()},
+                **{f"taught_{k}": v for k, v in _errors(taught).items()}, student=config.student,
+                **({f"fresh_{k}": v for k, v in _errors(fresh).items()} if keep else {}),
                 handed_out=handed_out(runs.folder(seed, "l2t_dlf" + suffix)))
 
 

@@ -22,4 +22,8 @@ NOISY_VARIANTS: dict[str, tuple[str, dict]] = {  # name: (what changes, NoisyCon
     "fixed-scale": ("no loss scale (a = 1): the teacher shapes the targets, the robustness and the correction but "
                     "cannot act as a learning-rate factor, which a 500-step lookahead rewards though it hurts later",
                     {"teacher_args": ("--teacher-fixed-scale",)}),
+    "kept-student": ("l2t_dlf's student is the teacher run's own (--keep-student), taught while the teacher "
+                     "learned and chosen on the selection half at episode ends, instead of a fresh student taught by "
+                     "the finished teacher, which meets early in training a teacher last rewarded late in training",
+                     {"student": "kept"}),
 }

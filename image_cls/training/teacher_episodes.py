@@ -90,12 +90,15 @@ def train_teacher(
     progress: bool = True,
     resume: dict | None = None,
     after_episode: Callable[[dict], None] | None = None,
+    on_student: Callable[[int, int, nn.Module], None] | None = None,
 ) -> TeacherController:
     """Update `teacher` in place over config.rounds rounds; returns its controller (for checkpoints).
 
     after_episode(progress) gets everything a resumed run needs (round,
     episode, the teacher's controller state, live students, RNG); passing that
-    dict back as `resume` continues exactly where it was taken.
+    dict back as `resume` continues exactly where it was taken.  on_student(round,
+    student step, module) sees the first student of the cohort after every
+    episode (to keep it: image_cls/run_files/kept_student.py).
     """
     controller = teacher_controller(teacher, config)
     dev_batches = sharded_eval_batches(splits.dev, config.dev_batch_size, splits.mean, splits.std, device)
@@ -123,6 +126,8 @@ def train_teacher(
             controller.raise_if_exhausted()
             check_teacher(teacher, where)
             accuracies = [live.advance(result, dev_batches) for live, result in zip(cohort, results)]
+            if on_student is not None:
+                on_student(round_index, offset + config.episode_steps, cohort[0].model)
             dev_objective = sum(r.dev_objective for r in results) / len(results)
             row = {"round": round_index, "episode": episode, "student_step": offset + config.episode_steps,
                    "dev_objective": dev_objective, "dev_accuracy": sum(accuracies) / len(accuracies),
