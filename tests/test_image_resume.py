@@ -164,6 +164,7 @@ def test_teacher_cli_keeping_its_student_resumes_that_student_exactly(tmp_path):
         a, b = (torch.load(d / "student" / name, weights_only=False) for d in (whole, broken))
         assert a["step"] == b["step"]
         assert_same_tensors(a["model_state"], b["model_state"])
+    assert_same_tensors(*(torch.load(d / "student" / "loss_trace.pt", weights_only=True) for d in (whole, broken)))
     assert (whole / "student" / "log.csv").read_text() == (broken / "student" / "log.csv").read_text()
     assert (whole / "student" / "summary.json").read_text() == (broken / "student" / "summary.json").read_text()
 

@@ -17,6 +17,7 @@ from image_cls.data.image_sets import DatasetUnavailable, ImageSet
 from image_cls.data.splits import dev_halves, load_splits
 from image_cls.experiments import comparison, results_table
 from image_cls.experiments.noisy_comparison import selection_correct
+from image_cls.run_files.corrected_trace import read_corrected_trace
 from image_cls.experiments.comparison import (
     ComparisonConfig,
     format_table,
@@ -109,7 +110,8 @@ def test_online_label_smoothing_uses_last_epochs_correct_predictions():
 @pytest.mark.equality  # keeping the student only reads it: the teacher is bit-identical on the same machine
 def test_keep_student_writes_the_teachers_own_student_as_a_run_chosen_on_the_selection_half(tmp_path):
     common = ["--model", "mlp", "--no-progress", "--no-tensorboard", "--rounds", "2", "--steps-per-round", "20",
-              "--episode-steps", "5", "--reward-dev", "half", "--label-noise", "asymmetric:0.4"]
+              "--episode-steps", "5", "--reward-dev", "half", "--label-noise", "asymmetric:0.4",
+              "--teacher-structure", "corrected"]
     plain = train_teacher.main(common + ["--out", str(tmp_path / "plain")])
     summary = train_teacher.main(common + ["--keep-student", "--out", str(tmp_path / "kept")])
     a, b = (torch.load(tmp_path / d / "teacher.pt", weights_only=True)["teacher"]["state"] for d in ("plain", "kept"))
@@ -129,6 +131,9 @@ def test_keep_student_writes_the_teachers_own_student_as_a_run_chosen_on_the_sel
                                                                                    abs=1e-12)
     saved = torch.load(student / "checkpoint.pt", weights_only=False)
     assert saved["kind"] == "student" and saved["step"] == 20
+    assert all(torch.equal(saved["teacher"]["state"][k], b[k]) for k in b)  # the finished teacher; its loss traced:
+    steps, structure, phis = read_corrected_trace(student)
+    assert steps == [5, 10, 15, 20] and structure.kind == "corrected" and len(phis) == 4
     evaluated = train_student.main(["--model", "mlp", "--no-progress", "--no-tensorboard", "--steps", "1",
                                     "--out", str(tmp_path / "unused")])  # the kept run's summary has its keys
     assert set(evaluated) - {"loss"} <= set(run)

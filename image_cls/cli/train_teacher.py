@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.keep_student:
         reward, selection, test = (sharded_eval_batches(data, 500, whole.mean, whole.std, device) for data in
                                    (*dev_halves(whole.dev, args.seed), whole.test))
-        kept = KeptStudent(out / "student", args, whole, reward, selection, test, config.rounds - 1,
+        kept = KeptStudent(out / "student", args, teacher, whole, reward, selection, test, config.rounds - 1,
                            config.pretrain_steps + config.steps_per_round,
                            resumed.get("kept_student") if resumed is not None else None)
     log = CsvLog(out / "teacher_log.csv", rows) if is_main() else None

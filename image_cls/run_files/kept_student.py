@@ -19,10 +19,14 @@ from pathlib import Path
 
 from torch import nn
 
+from fairseq_l2t.state_features import StudentState
+from fairseq_l2t.teacher import Teacher
+from fairseq_l2t.teacher_controller import teacher_payload
+
 from ..data.image_sets import ImageSplits
 from ..training.eval_metrics import evaluate
-from ..training.student_loop import Batches, StudentRun
-from .checkpoints import save_finite_on_main
+from ..training.student_loop import Batches, StudentRun, loss_snapshot
+from .checkpoints import save_atomic, save_finite_on_main
 from .csv_log import CsvLog
 
 
@@ -30,16 +34,17 @@ class KeptStudent:
     """Scores the last round's student at every episode end; at the round's last step it writes that student's
     run into `out` (single-process: the teacher CLI refuses --keep-student under torchrun)."""
 
-    def __init__(self, out: Path, args: argparse.Namespace, splits: ImageSplits, reward: Batches,
+    def __init__(self, out: Path, args: argparse.Namespace, teacher: Teacher, splits: ImageSplits, reward: Batches,
                  selection: Batches, test: Batches, last_round: int, steps: int, resumed: dict | None = None):
         """`splits`: the whole dev split (its size is recorded); `steps`: the student step of the round's end."""
         self.out, self.args, self.splits, self.last_round, self.steps = out, args, splits, last_round, steps
+        self.teacher = teacher
         self.reward, self.selection, self.test = reward, selection, test
         self.run = StudentRun(**resumed) if resumed is not None else StudentRun()
         self.log: CsvLog | None = None
         self.summary: dict | None = None
 
-    def __call__(self, round_index: int, step: int, model: nn.Module) -> None:
+    def __call__(self, round_index: int, step: int, model: nn.Module, state: StudentState) -> None:
         """After an episode of round `round_index`: the student at `step` (only the last round's is kept)."""
         if round_index != self.last_round:
             return
@@ -51,20 +56,24 @@ class KeptStudent:
             self.log = CsvLog(self.out / "log.csv", self.run.history)
         self.run.history.append(row)
         self.run.offer(step, row["selection_dev_error"], model)
+        self.run.loss_snapshots.append(loss_snapshot(self.teacher, state, step))
         self.log(row)
         if step == self.steps:
             self.summary = self._write(model)
 
     def state_dict(self) -> dict:
         """What a resumed teacher run needs to go on keeping the same student."""
-        return {"history": list(self.run.history), "selected": self.run.selected}
+        return {"history": list(self.run.history), "selected": self.run.selected,
+                "loss_snapshots": list(self.run.loss_snapshots)}
 
     def _write(self, model: nn.Module) -> dict:
         """checkpoint.pt (the student at the end), checkpoint_selected.pt and summary.json, in
-        l2t-image-train-student's formats; returns the summary."""
+        l2t-image-train-student's formats (the teacher in the checkpoints is the finished one); returns the
+        summary."""
         saved = {"kind": "student", "model": self.args.model, "dataset": self.args.dataset, "seed": self.args.seed,
                  "num_classes": self.splits.num_classes, "args": vars(self.args), "optimizer_state": None,
-                 "teacher": None}
+                 "teacher": teacher_payload(self.teacher)}
+        save_atomic({"kind": "loss_trace", "snapshots": self.run.loss_snapshots}, self.out / "loss_trace.pt")
         save_finite_on_main({**saved, "step": self.steps, "model_state": model.state_dict()},
                             self.out / "checkpoint.pt")
         chosen = self.run.selected

@@ -25,6 +25,7 @@ from fairseq_l2t.example_weights import lookahead_example_weights
 from fairseq_l2t.functional_student import FunctionalStudent, SGDConfig
 from fairseq_l2t.online import lookahead_hypergradient
 from fairseq_l2t.state_features import StudentState
+from fairseq_l2t.teacher import Teacher
 
 from ..data.batches import BatchSource
 from .distributed import average_gradients, check_teacher, max_over_ranks, sync_teacher_grads, unroll_syncs
@@ -143,7 +144,7 @@ def train_student(
                 run.offer(step + 1, row["selection_dev_error"], model)
             run.history.append(row)
             if loss.teacher is not None:
-                run.loss_snapshots.append(_loss_snapshot(loss, state, step + 1))
+                run.loss_snapshots.append(loss_snapshot(loss.teacher, state, step + 1))
             bar.set_postfix(dev_acc=f"{row['dev_accuracy']:.4f}", train_loss=f"{row['train_loss']:.3f}",
                             **_non_finite_postfix(loss, online))
             if on_eval is not None:
@@ -206,8 +207,8 @@ def _non_finite_postfix(loss: StudentLoss, online: OnlineTeaching | None) -> dic
 
 
 @torch.no_grad()
-def _loss_snapshot(loss: StudentLoss, state: StudentState, step: int) -> dict:
-    teacher = loss.teacher
+def loss_snapshot(teacher: Teacher, state: StudentState, step: int) -> dict:
+    """The loss `teacher` hands out at the student's `state` (its phi, dense W, gates): one loss_trace.pt entry."""
     param = next(teacher.parameters())
     features = state.features(param.dtype, param.device)
     phi = teacher(features)

@@ -90,7 +90,7 @@ def train_teacher(
     progress: bool = True,
     resume: dict | None = None,
     after_episode: Callable[[dict], None] | None = None,
-    on_student: Callable[[int, int, nn.Module], None] | None = None,
+    on_student: Callable[[int, int, nn.Module, StudentState], None] | None = None,
 ) -> TeacherController:
     """Update `teacher` in place over config.rounds rounds; returns its controller (for checkpoints).
 
@@ -127,7 +127,7 @@ def train_teacher(
             check_teacher(teacher, where)
             accuracies = [live.advance(result, dev_batches) for live, result in zip(cohort, results)]
             if on_student is not None:
-                on_student(round_index, offset + config.episode_steps, cohort[0].model)
+                on_student(round_index, offset + config.episode_steps, cohort[0].model, cohort[0].state)
             dev_objective = sum(r.dev_objective for r in results) / len(results)
             row = {"round": round_index, "episode": episode, "student_step": offset + config.episode_steps,
                    "dev_objective": dev_objective, "dev_accuracy": sum(accuracies) / len(accuracies),
