@@ -103,6 +103,7 @@ def test_the_kept_student_protocol_guards_and_reports_the_teacher_runs_own_stude
     kept = json.loads((seed0 / "teacher-kept-student" / "student" / "summary.json").read_text())
     fresh = json.loads((seed0 / "l2t_dlf-kept-student" / "summary.json").read_text())
     assert taught["student"] == "kept" and taught["taught_test_error"] == kept["selected"]["test_error"]
+    assert taught["handed_out_to"] == "kept" and 0 <= taught["handed_out"]["eps"] <= 1
     assert taught["fresh_test_error"] == fresh["selected"]["test_error"]
     ours = noisy_comparison.selection_correct(seed0 / "teacher-kept-student" / "student")
     theirs = noisy_comparison.selection_correct(seed0 / "forward_glc")

@@ -176,7 +176,14 @@ def _taught_row(config: NoisyConfig, runs: "_Runs", seed: int, base_name: str, b
                 taught_only_right=ours_only, base_only_right=theirs_only,
                 **{f"taught_{k}": v for k, v in _errors(taught).items()}, student=config.student,
                 **({f"fresh_{k}": v for k, v in _errors(fresh).items()} if keep else {}),
-                handed_out=handed_out(runs.folder(seed, "l2t_dlf" + suffix)))
+                **_handed_out(taught_folder, runs.folder(seed, "l2t_dlf" + suffix)))
+
+
+def _handed_out(taught: Path, fresh: Path) -> dict:
+    """What the teacher handed out to the reported student, or, for a kept student of a teacher run that did not
+    trace it (before --keep-student wrote loss_trace.pt), to the fresh student of the same finished teacher."""
+    traced = taught if (taught / "loss_trace.pt").is_file() else fresh
+    return {"handed_out": handed_out(traced), "handed_out_to": "fresh" if traced == fresh else "kept"}
 
 
 class _Runs:

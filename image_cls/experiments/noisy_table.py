@@ -111,8 +111,9 @@ def _pictures(configs: list[NoisyConfig], runs: Path, out: Path) -> list[tuple[s
     pictures = [("cross-entropy's dev and test error over training", curves)]
     suffix = f"-{configs[0].variant}" if configs[0].variant else ""
     for noise, folder in cells.items():
-        if noise.startswith("asymmetric") and (folder / f"l2t_dlf{suffix}" / "loss_trace.pt").is_file():
-            picture = plot_noisy_teacher(folder / "ce", folder / f"l2t_dlf{suffix}",
-                                         out.parent / f"{out.name}_teacher.png")
+        kept, fresh = folder / f"teacher{suffix}" / "student", folder / f"l2t_dlf{suffix}"
+        taught = kept if configs[0].student == "kept" and (kept / "loss_trace.pt").is_file() else fresh
+        if noise.startswith("asymmetric") and (taught / "loss_trace.pt").is_file():
+            picture = plot_noisy_teacher(folder / "ce", taught, out.parent / f"{out.name}_teacher.png")
             pictures.append((f"what the teacher handed out ({noise}, {model}, seed 0)", picture))
     return pictures
