@@ -90,27 +90,31 @@ def test_the_fixed_scale_protocol_trains_a_teacher_without_a_loss_scale(rows):
     assert taught["base"] == "forward_glc" and taught["handed_out"]["scale"] == pytest.approx(1.0, abs=1e-12)
 
 
-def test_the_kept_student_protocol_guards_and_reports_the_teacher_runs_own_student(rows):
+def test_the_kept_student_is_guarded_and_reported_beside_the_fresh_one(rows):
     base_rows, _, out = rows
     from image_cls.experiments.noisy_variants import NOISY_VARIANTS
 
+    for r in (r for r in base_rows if r["method"] == "l2t_dlf"):  # the default: the teacher run's own student
+        seed = out / "asymmetric_0.4" / "mlp" / f"seed{r['seed']}"
+        kept = json.loads((seed / "teacher" / "student" / "summary.json").read_text())
+        fresh = json.loads((seed / "l2t_dlf" / "summary.json").read_text())
+        assert r["student"] == "kept" and r["taught_test_error"] == kept["selected"]["test_error"]
+        assert r["fresh_test_error"] == fresh["selected"]["test_error"] and r["handed_out_to"] == "kept"
+        ours = noisy_comparison.selection_correct(seed / "teacher" / "student")
+        theirs = noisy_comparison.selection_correct(seed / "forward_glc")
+        assert (r["taught_only_right"], r["base_only_right"]) == (int((ours & ~theirs).sum()),
+                                                                  int((theirs & ~ours).sum()))
     config = NoisyConfig(dataset="mnist5k", noise="asymmetric:0.4", seeds=(0,), steps=40, episode_steps=20,
                          eval_every=10, dev_per_class=20, ls_grid=(0.1, 0.3), gce_grid=(0.5, 0.7), lr=0.05,
-                         variant="kept-student", methods=("l2t_dlf",), reuse=True,
-                         **NOISY_VARIANTS["kept-student"][1])
+                         variant="fresh-student", methods=("l2t_dlf",), reuse=True,
+                         **NOISY_VARIANTS["fresh-student"][1])
     (taught,) = run_noisy_comparison(config, out, report=lambda line: None)
-    seed0 = out / "asymmetric_0.4" / "mlp" / "seed0"
-    kept = json.loads((seed0 / "teacher-kept-student" / "student" / "summary.json").read_text())
-    fresh = json.loads((seed0 / "l2t_dlf-kept-student" / "summary.json").read_text())
-    assert taught["student"] == "kept" and taught["taught_test_error"] == kept["selected"]["test_error"]
-    assert taught["handed_out_to"] == "kept" and 0 <= taught["handed_out"]["eps"] <= 1
-    assert taught["fresh_test_error"] == fresh["selected"]["test_error"]
-    ours = noisy_comparison.selection_correct(seed0 / "teacher-kept-student" / "student")
-    theirs = noisy_comparison.selection_correct(seed0 / "forward_glc")
-    assert (taught["taught_only_right"], taught["base_only_right"]) == (int((ours & ~theirs).sum()),
-                                                                        int((theirs & ~ours).sum()))
     default = next(r for r in base_rows if r["method"] == "l2t_dlf" and r["seed"] == 0)
-    assert taught["fresh_test_error"] == default["taught_test_error"]  # the same teacher, so the same fresh student
+    assert taught["student"] == "fresh" and "fresh_test_error" not in taught and taught["handed_out_to"] == "fresh"
+    assert taught["taught_test_error"] == default["fresh_test_error"]  # the same teacher, so the same fresh student
+    kept_line, fresh_line = format_teacher_rows([default, taught]).splitlines()[2:]
+    assert "| kept |" in kept_line and f"| {100 * default['fresh_test_error']:.2f} |" in kept_line
+    assert "| fresh |" in fresh_line and fresh_line.count("|") == kept_line.count("|")
 
 
 def test_the_table_pairs_l2t_dlf_with_every_baseline(rows):

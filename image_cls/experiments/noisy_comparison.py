@@ -79,9 +79,10 @@ class NoisyConfig:
     teacher_args: tuple[str, ...] = ()  # further l2t-image-train-teacher options (a protocol's own)
     variant: str = ""  # names a protocol's teacher and taught-student folders (teacher-VARIANT, l2t_dlf-VARIANT)
     teacher_seeds: tuple[int, ...] | None = None  # the seeds that get a teacher (default: all)
-    # l2t_dlf's student: "fresh" (taught from scratch by the finished teacher) or "kept" (the teacher run's own,
-    # taught while the teacher learned: l2t-image-train-teacher --keep-student)
-    student: str = "fresh"
+    # l2t_dlf's student: "kept" (the teacher run's own, taught while the teacher learned: l2t-image-train-teacher
+    # --keep-student; chosen on the selection half of seeds 0-4, noisy_variants.py) or "fresh" (taught from
+    # scratch by the finished teacher, the paper's protocol)
+    student: str = "kept"
     guard_alpha: float = 0.05
     curve_seeds: tuple[int, ...] = (0,)  # seeds whose ce and taught students log a test curve (the figure)
     device: str = "cpu"
@@ -318,14 +319,19 @@ def format_table(summary: list[dict], paired: list[dict], unguarded: list[dict])
 
 
 def format_teacher_rows(rows: list[dict]) -> str:
-    """Markdown: per seed, the guard's decision and what the teacher handed out (its means over training)."""
-    lines = ["| noise | student | seed | base | guard p | kept | taught test error % | q | eps | corrected mass | "
-             "loss scale |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """Markdown: per seed, the guard's decision, the reported taught student (and, beside a kept one, the fresh
+    student of the same teacher) and what the teacher handed out (its means over training)."""
+    lines = ["| noise | student | seed | base | guard p | kept | taught student | taught test error % | selection-dev % "
+             "| fresh student: test % | selection-dev % | q | eps | corrected mass | loss scale |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in (r for r in rows if r["method"] == "l2t_dlf"):
         h = r["handed_out"]
+        fresh = (f"{100 * r['fresh_test_error']:.2f} | {100 * r['fresh_selection_dev_error']:.1f}"
+                 if "fresh_test_error" in r else " | ")
         lines.append(f"| {r['noise']} | {r['model']} | {r['seed']} | {r['base']} | {r['guard_p_value']:.3f} | "
-                     f"{'base' if r['kept_base'] else 'teacher'} | {100 * r['taught_test_error']:.2f} | {h['q']:.3f} | "
-                     f"{h['eps']:.3f} | {h['corrected_mass']:.3f} | {h['scale']:.3f} |")
+                     f"{'base' if r['kept_base'] else 'teacher'} | {r.get('student', 'fresh')} | "
+                     f"{100 * r['taught_test_error']:.2f} | {100 * r['taught_selection_dev_error']:.1f} | {fresh} | "
+                     f"{h['q']:.3f} | {h['eps']:.3f} | {h['corrected_mass']:.3f} | {h['scale']:.3f} |")
     return "\n".join(lines)
 
 
