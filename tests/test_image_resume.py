@@ -67,6 +67,20 @@ def kill_once(process: subprocess.Popen, ready, timeout: float = 120.0) -> None:
     assert process.returncode == -signal.SIGKILL
 
 
+def killed_and_resumed_teacher(tmp_path: Path, argv: list[str], logged: int) -> tuple[Path, Path, dict, int]:
+    """A teacher run SIGKILLed once `logged` lines are in its log, then resumed, beside an uninterrupted one:
+    (uninterrupted folder, resumed folder, the checkpoint it resumed from, the log's lines at the kill)."""
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    killed = launch("image_cls.cli.train_teacher", argv + ["--out", str(broken)])
+    kill_once(killed, lambda: lines(broken / "teacher_log.csv") >= logged)
+    saved, logged_at_kill = load_checkpoint(broken / LAST_CHECKPOINT, "teacher"), lines(broken / "teacher_log.csv")
+    assert not (broken / "teacher.pt").exists()
+    resumed = launch("image_cls.cli.train_teacher", argv + ["--out", str(broken), "--resume"])
+    run_in_process(train_teacher.main, argv + ["--out", str(whole)])
+    finish(resumed)
+    return whole, broken, saved, logged_at_kill
+
+
 def csv_rows(path: Path) -> list[dict]:
     """The logged rows without their wall times, after checking that the time runs on across the resume."""
     with path.open() as handle:
@@ -131,16 +145,11 @@ def test_student_cli_killed_and_resumed_matches_an_uninterrupted_run(tmp_path, t
 def test_teacher_cli_killed_mid_round_and_resumed_matches_an_uninterrupted_run(tmp_path):
     argv = ["--model", "mlp", "--rounds", "2", "--steps-per-round", "20", "--episode-steps", "5",
             "--pretrain-steps", "5", "--save-every", "2", "--seed", "1"]
-    whole, broken = tmp_path / "whole", tmp_path / "broken"
-    killed = launch("image_cls.cli.train_teacher", argv + ["--out", str(broken)])
-    kill_once(killed, lambda: lines(broken / "teacher_log.csv") >= 4)  # 3 episodes logged, checkpoint of 2 written
-    saved = load_checkpoint(broken / LAST_CHECKPOINT, "teacher")
+    # killed with 3 episodes logged and the checkpoint of 2 written
+    whole, broken, saved, logged = killed_and_resumed_teacher(tmp_path, argv, 4)
     progress = saved["progress"]
-    assert progress["round"] == 0 and 2 <= progress["episode"] < 4 and not (broken / "teacher.pt").exists()
-    assert lines(broken / "teacher_log.csv") - 1 > len(saved["history"])
-    resumed = launch("image_cls.cli.train_teacher", argv + ["--out", str(broken), "--resume"])
-    run_in_process(train_teacher.main, argv + ["--out", str(whole)])
-    finish(resumed)
+    assert progress["round"] == 0 and 2 <= progress["episode"] < 4
+    assert logged - 1 > len(saved["history"])
     a, b = (torch.load(d / "teacher.pt", weights_only=True) for d in (whole, broken))
     assert_same_tensors(a["teacher"], b["teacher"])
     assert_same_tensors(a["optimizer"], b["optimizer"])
@@ -153,13 +162,8 @@ def test_teacher_cli_keeping_its_student_resumes_that_student_exactly(tmp_path):
     """Killed mid-round with --keep-student: the kept student's log, selection and checkpoints are the same."""
     argv = ["--model", "mlp", "--rounds", "1", "--steps-per-round", "30", "--episode-steps", "5", "--save-every", "2",
             "--reward-dev", "half", "--keep-student", "--label-noise", "symmetric:0.4", "--no-tensorboard"]
-    whole, broken = tmp_path / "whole", tmp_path / "broken"
-    killed = launch("image_cls.cli.train_teacher", argv + ["--out", str(broken)])
-    kill_once(killed, lambda: lines(broken / "teacher_log.csv") >= 4)
-    assert len(load_checkpoint(broken / LAST_CHECKPOINT, "teacher")["kept_student"]["history"]) >= 2
-    resumed = launch("image_cls.cli.train_teacher", argv + ["--out", str(broken), "--resume"])
-    run_in_process(train_teacher.main, argv + ["--out", str(whole)])
-    finish(resumed)
+    whole, broken, saved, _ = killed_and_resumed_teacher(tmp_path, argv, 4)
+    assert len(saved["kept_student"]["history"]) >= 2
     for name in ("checkpoint.pt", "checkpoint_selected.pt"):
         a, b = (torch.load(d / "student" / name, weights_only=False) for d in (whole, broken))
         assert a["step"] == b["step"]
@@ -219,13 +223,8 @@ def test_sigkill_during_a_save_keeps_the_previous_checkpoint(tmp_path):
 def test_teacher_cli_with_two_students_resumes_exactly(tmp_path):
     argv = ["--model", "mlp", "--rounds", "1", "--steps-per-round", "40", "--episode-steps", "5", "--students", "2",
             "--structure", "soft_target", "--teacher-base", "label_smoothing=0.1", "--save-every", "2"]
-    whole, broken = tmp_path / "whole", tmp_path / "broken"
-    killed = launch("image_cls.cli.train_teacher", argv + ["--out", str(broken)])
-    kill_once(killed, lambda: lines(broken / "teacher_log.csv") >= 4)
-    assert len(load_checkpoint(broken / LAST_CHECKPOINT, "teacher")["progress"]["students"]) == 2
-    resumed = launch("image_cls.cli.train_teacher", argv + ["--out", str(broken), "--resume"])
-    run_in_process(train_teacher.main, argv + ["--out", str(whole)])
-    finish(resumed)
+    whole, broken, saved, _ = killed_and_resumed_teacher(tmp_path, argv, 4)
+    assert len(saved["progress"]["students"]) == 2
     a, b = (torch.load(d / "teacher.pt", weights_only=True) for d in (whole, broken))
     assert_same_tensors(a["teacher"], b["teacher"])
     assert csv_rows(broken / "teacher_log.csv") == csv_rows(whole / "teacher_log.csv")
