@@ -17,14 +17,17 @@ final one.  A method learns from the trusted set only through its reward half:
 - l2t_dlf: a teacher of the `corrected` family that starts exactly at
   forward_glc's loss (or at CE, or, `teacher_base` "best", at whichever of the
   family's member baselines ce, label_smoothing_tuned, gce_tuned and forward_glc
-  has this seed's lowest selection-half error), trained along its own fresh
-  students of this seed's noisy labels (never the evaluated one), rewarded on
-  the reward half, then frozen to teach a fresh student (`student` "kept": the
-  teacher run's own student, taught while the teacher learned).  The guard keeps the
-  base loss unless the taught student is more accurate on the selection half
-  by an exact one-sided paired test (McNemar on the same images) at
-  `guard_alpha`; the unguarded taught students are reported too, and what the
-  teacher handed out (its mean q, eps, corrected mass and loss scale).
+  has this seed's lowest selection-half error), trained along one student of
+  its own on this seed's noisy labels (another init and batch order than the
+  baselines'), rewarded on the reward half.  L2T-DLF's student is that one
+  (`student` "kept": taught while the teacher learned, its checkpoint chosen on
+  the selection half at episode ends) or, `student` "fresh", a fresh student
+  taught by the frozen teacher, which is run either way and reported beside the
+  kept one.  The guard keeps the base loss unless L2T-DLF's student is more
+  accurate on the selection half by an exact one-sided paired test (McNemar on
+  the same images) at `guard_alpha`; the unguarded students are reported too,
+  and what the teacher handed out (its mean q, eps, corrected mass and loss
+  scale).
 
 Runs live in OUT/NOISE/MODEL/seedS/METHOD; `reuse` reads finished runs.
 """

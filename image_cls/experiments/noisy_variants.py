@@ -4,9 +4,8 @@ Each changes some choices of the noisy comparison's default teacher
 (image_cls/experiments/noisy_comparison.py: the corrected family started at
 forward_glc's loss, gate form, the calibrated dev cross-entropy reward on the
 reward half, 500-step episodes along one student, which is the one reported
-(kept), Adam 1e-2); its
-teacher and taught-student runs live in folders named after it (teacher-NAME,
-l2t_dlf-NAME) beside the baselines'.
+(kept), Adam 1e-2); its teacher and taught-student runs live in folders named
+after it (teacher-NAME, l2t_dlf-NAME) beside the baselines'.
 """
 from __future__ import annotations
 

@@ -7,8 +7,9 @@ rewarded.  `l2t-image-train-teacher --keep-student` keeps that student: at
 each episode end it is scored on the selection half of dev (which the teacher,
 rewarded on the reward half, never sees), the checkpoint with the lowest
 selection-half error is kept, and OUT/student/ ends with the files of a
-student run (checkpoint_selected.pt, checkpoint.pt, summary.json, log.csv),
-so the noisy comparison's guard and table read it like any other run.
+student run (checkpoint_selected.pt, checkpoint.pt, summary.json, log.csv,
+and loss_trace.pt: the loss the teacher hands out at each episode end), so the
+noisy comparison's guard and table read it like any other run.
 """
 from __future__ import annotations
 
