@@ -227,16 +227,8 @@ def main(argv: list[str] | None = None) -> dict:
         board.close()
     if run.loss_snapshots and is_main():
         save_atomic({"kind": "loss_trace", "snapshots": run.loss_snapshots}, out / "loss_trace.pt")
-    final = run.history[-1]
-    chosen = next(row for row in run.history if row["step"] == run.selected["step"])
     summary = {"loss": args.loss, "model": args.model, "dataset": args.dataset, "seed": args.seed,
-               "steps": args.steps, "dev_error": 1 - final["dev_accuracy"],
-               "reward_dev_error": final["reward_dev_error"], "selection_dev_error": final["selection_dev_error"],
-               "test_error": final_test["error"],
-               "selected": {"step": run.selected["step"], "dev_error": 1 - chosen["dev_accuracy"],
-                            "reward_dev_error": chosen["reward_dev_error"],
-                            "selection_dev_error": chosen["selection_dev_error"],
-                            "test_error": evaluate(selected_model, test)["error"]},
+               "steps": args.steps, **run.errors(final_test["error"], evaluate(selected_model, test)["error"]),
                "label_noise": splits.noise, "dev_images": len(splits.dev), "processes": world_size()}
     if not is_main():
         return summary

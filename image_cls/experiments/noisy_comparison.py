@@ -183,10 +183,15 @@ def _taught_row(config: NoisyConfig, runs: "_Runs", seed: int, base_name: str, b
                 **_handed_out(taught_folder, runs.folder(seed, "l2t_dlf" + suffix)))
 
 
+def traced_student(taught: Path, fresh: Path) -> Path:
+    """The reported student's folder, or, for a kept student of a teacher run that did not trace it (before
+    --keep-student wrote loss_trace.pt), the fresh student's of the same finished teacher: whose losses to show."""
+    return taught if (taught / "loss_trace.pt").is_file() else fresh
+
+
 def _handed_out(taught: Path, fresh: Path) -> dict:
-    """What the teacher handed out to the reported student, or, for a kept student of a teacher run that did not
-    trace it (before --keep-student wrote loss_trace.pt), to the fresh student of the same finished teacher."""
-    traced = taught if (taught / "loss_trace.pt").is_file() else fresh
+    """What the teacher handed out to the student traced_student picks, and which one that is."""
+    traced = traced_student(taught, fresh)
     return {"handed_out": handed_out(traced), "handed_out_to": "fresh" if traced == fresh else "kept"}
 
 
@@ -324,8 +329,8 @@ def format_table(summary: list[dict], paired: list[dict], unguarded: list[dict])
 def format_teacher_rows(rows: list[dict]) -> str:
     """Markdown: per seed, the guard's decision, the reported taught student (and, beside a kept one, the fresh
     student of the same teacher) and what the teacher handed out (its means over training)."""
-    lines = ["| noise | student | seed | base | guard p | kept | taught student | taught test error % | selection-dev % "
-             "| fresh student: test % | selection-dev % | q | eps | corrected mass | loss scale |",
+    lines = ["| noise | student | seed | base | guard p | kept | taught student | taught test error % | "
+             "selection-dev % | fresh student: test % | selection-dev % | q | eps | corrected mass | loss scale |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in (r for r in rows if r["method"] == "l2t_dlf"):
         h = r["handed_out"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..cli.common import positive_int
 from ..run_files.plots import plot_learning_curves, plot_noisy_teacher
 from .noisy_comparison import (GCE_GRID, LS_GRID, NoisyConfig, format_table, format_teacher_rows,
-                               paired_differences, run_noisy_comparison, summarise)
+                               paired_differences, run_noisy_comparison, summarise, traced_student)
 from .noisy_variants import NOISY_VARIANTS
 from .results_table import per_model
 
@@ -111,8 +111,9 @@ def _pictures(configs: list[NoisyConfig], runs: Path, out: Path) -> list[tuple[s
     pictures = [("cross-entropy's dev and test error over training", curves)]
     suffix = f"-{configs[0].variant}" if configs[0].variant else ""
     for noise, folder in cells.items():
-        kept, fresh = folder / f"teacher{suffix}" / "student", folder / f"l2t_dlf{suffix}"
-        taught = kept if configs[0].student == "kept" and (kept / "loss_trace.pt").is_file() else fresh
+        fresh = folder / f"l2t_dlf{suffix}"
+        taught = traced_student(folder / f"teacher{suffix}" / "student" if configs[0].student == "kept" else fresh,
+                                fresh)
         if noise.startswith("asymmetric") and (taught / "loss_trace.pt").is_file():
             picture = plot_noisy_teacher(folder / "ce", taught, out.parent / f"{out.name}_teacher.png")
             pictures.append((f"what the teacher handed out ({noise}, {model}, seed 0)", picture))

@@ -82,16 +82,9 @@ class KeptStudent:
         selected_model.load_state_dict(chosen["model_state"])
         save_finite_on_main({**saved, "step": chosen["step"], "model_state": chosen["model_state"], "selected": True},
                             self.out / "checkpoint_selected.pt")
-        final = self.run.history[-1]
-        row = next(r for r in self.run.history if r["step"] == chosen["step"])
         summary = {"loss": "kept_student", "model": self.args.model, "dataset": self.args.dataset,
-                   "seed": self.args.seed, "steps": self.steps, "dev_error": 1 - final["dev_accuracy"],
-                   "reward_dev_error": final["reward_dev_error"], "selection_dev_error": final["selection_dev_error"],
-                   "test_error": evaluate(model, self.test)["error"],
-                   "selected": {"step": chosen["step"], "dev_error": 1 - row["dev_accuracy"],
-                                "reward_dev_error": row["reward_dev_error"],
-                                "selection_dev_error": row["selection_dev_error"],
-                                "test_error": evaluate(selected_model, self.test)["error"]},
+                   "seed": self.args.seed, "steps": self.steps,
+                   **self.run.errors(evaluate(model, self.test)["error"], evaluate(selected_model, self.test)["error"]),
                    "label_noise": self.splits.noise, "dev_images": len(self.splits.dev), "processes": 1}
         (self.out / "summary.json").write_text(json.dumps(summary))
         return summary

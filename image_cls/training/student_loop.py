@@ -76,6 +76,17 @@ class StudentRun:
             self.selected = {"step": step, "selection_dev_error": selection_error,
                              "model_state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
 
+    def errors(self, final_test_error: float, selected_test_error: float) -> dict:
+        """The errors of a run's summary.json: the last evaluation's and, under `selected`, the dev-selected
+        checkpoint's (every student run, fresh or kept, writes them alike)."""
+        final = self.history[-1]
+        chosen = next(row for row in self.history if row["step"] == self.selected["step"])
+        return {"dev_error": 1 - final["dev_accuracy"], "reward_dev_error": final["reward_dev_error"],
+                "selection_dev_error": final["selection_dev_error"], "test_error": final_test_error,
+                "selected": {"step": chosen["step"], "dev_error": 1 - chosen["dev_accuracy"],
+                             "reward_dev_error": chosen["reward_dev_error"],
+                             "selection_dev_error": chosen["selection_dev_error"], "test_error": selected_test_error}}
+
 
 def train_student(
     model: nn.Module,

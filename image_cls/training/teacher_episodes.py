@@ -97,7 +97,7 @@ def train_teacher(
     after_episode(progress) gets everything a resumed run needs (round,
     episode, the teacher's controller state, live students, RNG); passing that
     dict back as `resume` continues exactly where it was taken.  on_student(round,
-    student step, module) sees the first student of the cohort after every
+    student step, module, state features) sees the first student of the cohort after every
     episode (to keep it: image_cls/run_files/kept_student.py).
     """
     controller = teacher_controller(teacher, config)
